@@ -1,0 +1,518 @@
+"""The machine's NUMA topology: one model that every view and every plan is made from.
+
+:func:`read_topology` reads sysfs and procfs under a root (``/`` on a live machine, an
+unpacked snapshot of another one); :func:`load_topology` also takes a saved snapshot
+(JSON written by :func:`save_snapshot`). Everything else in numarun (drawings, JSON,
+``--hardware``, plans, launch checks) works from the resulting :class:`Topology`.
+
+Truths chosen where tools disagree (each tested against ``../shared/topologies``):
+
+* **Offline CPUs are kept and marked** ``online = False``. hwloc drops them; numactl and
+  lscpu list them. A node's cpulist may still name offline CPUs; they never count as
+  usable.
+* **Memory-less nodes are kept** (``has_memory = False``); hwloc drops them, numactl shows
+  them with size 0. **CPU-less nodes have no CPUs**, as numactl and lscpu say; hwloc's habit
+  of lending them their package's CPUs as locality is not followed.
+* **A physical core is its set of SMT siblings**, never ``core_id`` alone, which repeats
+  across packages. Cores are numbered by numarun in order of their lowest CPU.
+* **Allowed** is what ``/proc/PID/status`` and the process's cpuset cgroup (v2
+  ``cpuset.*.effective``, or the v1 cpuset) both allow; the whole machine is always reported.
+* A machine whose sysfs has no node directory at all is one node, 0, holding every CPU and
+  the memory of ``/proc/meminfo`` (what numactl reports on non-NUMA kernels).
+
+The classes are plain ``__slots__`` classes rather than dataclasses on purpose: importing
+:mod:`dataclasses` costs ~15 ms here, a large share of ``numarun topology``'s run time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from numarun import sysfs
+from numarun.errors import TopologyError
+
+SNAPSHOT_FORMAT = "numarun-topology"
+SNAPSHOT_VERSION = 1
+
+
+class _Value:
+    """Immutable value object: keyword construction, equality and repr from ``__slots__``."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, **fields: Any) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, fields.pop(name))
+        if fields:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(fields)[0]!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(repr(getattr(self, n)) for n in self.__slots__))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+class Cpu(_Value):
+    """One logical CPU (a hardware thread, hwloc's PU)."""
+
+    __slots__ = ("cluster", "core", "core_id", "die", "id", "node", "online", "package", "siblings")
+    id: int
+    online: bool
+    node: int | None  # None: no node lists it (seen with offline nodes)
+    package: int | None  # physical_package_id; None where the kernel gives no topology
+    die: int | None
+    cluster: int | None
+    core_id: int | None  # sysfs core_id: NOT unique across packages
+    core: int | None  # index into Topology.cores; None for offline CPUs
+    siblings: frozenset[int]  # SMT siblings, itself included
+
+
+class Core(_Value):
+    """A physical core: the set of SMT siblings that share it."""
+
+    __slots__ = ("cpus", "index", "node", "package")
+    index: int
+    cpus: frozenset[int]
+    package: int | None
+    node: int | None
+
+
+class Node(_Value):
+    """A NUMA node: CPUs, memory, and distances to every other node."""
+
+    __slots__ = ("cpus", "distances", "id", "memory_free_kb", "memory_total_kb")
+    id: int
+    cpus: frozenset[int]  # every CPU the node lists, online or not
+    memory_total_kb: int
+    memory_free_kb: int
+    distances: dict[int, int]  # node id -> distance (10 = local)
+
+    @property
+    def has_memory(self) -> bool:
+        return self.memory_total_kb > 0
+
+
+class Allowed(_Value):
+    """What this process may use, and where that limit came from."""
+
+    __slots__ = ("cpus", "mems", "source")
+    cpus: frozenset[int]
+    mems: frozenset[int]
+    source: str  # e.g. "cgroup v2 /sys/fs/cgroup/job1" or "/proc/self/status"
+
+
+class Identity(_Value):
+    """Who the machine is, and kernel settings that matter for placement."""
+
+    __slots__ = ("kernel", "numa_balancing", "product_name", "sys_vendor")
+    sys_vendor: str | None  # DMI, e.g. "Amazon EC2"
+    product_name: str | None  # DMI, e.g. "r5.24xlarge"
+    numa_balancing: bool | None  # /proc/sys/kernel/numa_balancing
+    kernel: str | None  # release, e.g. "6.1.0-18-amd64"
+
+
+class Topology(_Value):
+    """The whole machine, with what this process is allowed to use marked."""
+
+    __slots__ = ("allowed", "cores", "cpus", "identity", "nodes", "source")
+    nodes: dict[int, Node]  # by id, ascending; ids may be sparse (0, 8, 250-255)
+    cpus: dict[int, Cpu]  # by id, ascending
+    cores: tuple[Core, ...]  # physical cores of online CPUs, by lowest CPU
+    allowed: Allowed
+    identity: Identity
+    source: str  # the sysfs root or snapshot it was read from
+
+    def online_cpus(self) -> frozenset[int]:
+        return frozenset(c.id for c in self.cpus.values() if c.online)
+
+    def offline_cpus(self) -> frozenset[int]:
+        return frozenset(c.id for c in self.cpus.values() if not c.online)
+
+    def usable_cpus(self, node: int | None = None) -> frozenset[int]:
+        """Online CPUs this process may run on, of one node or of the whole machine."""
+        pool = self.nodes[node].cpus if node is not None else self.cpus.keys()
+        return frozenset(
+            c for c in pool if c in self.cpus and self.cpus[c].online and c in self.allowed.cpus
+        )
+
+    def node_of(self, cpu: int) -> int | None:
+        found = self.cpus.get(cpu)
+        return found.node if found is not None else None
+
+    def has_cpus(self, node: int) -> bool:
+        """True when the node has at least one online CPU."""
+        return any(self.cpus[c].online for c in self.nodes[node].cpus if c in self.cpus)
+
+    def nodes_with_cpus(self, *, allowed_only: bool = True) -> list[int]:
+        """Nodes with online CPUs (that this process may use, unless ``allowed_only=False``)."""
+        if allowed_only:
+            return [n for n in self.nodes if self.usable_cpus(n)]
+        return [n for n in self.nodes if self.has_cpus(n)]
+
+    def nodes_with_memory(self, *, allowed_only: bool = True) -> list[int]:
+        return [
+            n.id
+            for n in self.nodes.values()
+            if n.has_memory and (not allowed_only or n.id in self.allowed.mems)
+        ]
+
+    def distance(self, a: int, b: int) -> int:
+        """The kernel's distance from node a to node b (10 local; 20 when unknown)."""
+        found = self.nodes[a].distances.get(b)
+        if found is not None:
+            return found
+        return 10 if a == b else 20
+
+    def nearest(self, node: int, among: Iterable[int]) -> list[int]:
+        """``among`` ordered by distance from ``node``, nearest first, ties by id."""
+        return sorted(among, key=lambda other: (self.distance(node, other), other))
+
+    def cores_of(self, cpus: Iterable[int]) -> dict[int, frozenset[int]]:
+        """The given CPUs grouped by physical core index (offline CPUs left out)."""
+        out: dict[int, set[int]] = {}
+        for cpu in cpus:
+            core = self.cpus[cpu].core if cpu in self.cpus else None
+            if core is not None:
+                out.setdefault(core, set()).add(cpu)
+        return {k: frozenset(v) for k, v in sorted(out.items())}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole model as JSON-ready data (the ``--json`` and snapshot format)."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "source": self.source,
+            "identity": {n: getattr(self.identity, n) for n in Identity.__slots__},
+            "allowed": {
+                "cpus": sorted(self.allowed.cpus),
+                "mems": sorted(self.allowed.mems),
+                "source": self.allowed.source,
+            },
+            "nodes": [
+                {
+                    "id": n.id,
+                    "cpus": sorted(n.cpus),
+                    "has_cpus": self.has_cpus(n.id),
+                    "has_memory": n.has_memory,
+                    "memory_total_kb": n.memory_total_kb,
+                    "memory_free_kb": n.memory_free_kb,
+                    "allowed_cpus": sorted(self.usable_cpus(n.id)),
+                    "allowed_memory": n.id in self.allowed.mems,
+                    "distances": {str(k): v for k, v in n.distances.items()},
+                }
+                for n in self.nodes.values()
+            ],
+            "cpus": [
+                {
+                    "id": c.id,
+                    "online": c.online,
+                    "allowed": c.id in self.allowed.cpus,
+                    "node": c.node,
+                    "package": c.package,
+                    "die": c.die,
+                    "cluster": c.cluster,
+                    "core_id": c.core_id,
+                    "core": c.core,
+                    "siblings": sorted(c.siblings),
+                }
+                for c in self.cpus.values()
+            ],
+            "cores": [
+                {"index": k.index, "cpus": sorted(k.cpus), "package": k.package, "node": k.node}
+                for k in self.cores
+            ],
+        }
+
+
+# --- building the model -----------------------------------------------------------------
+
+
+def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self") -> Topology:
+    """Read the machine under ``root``, with the allowed sets of process ``pid``."""
+    fs = sysfs.Root(root)
+    cpu_ids = sysfs.cpu_ids(fs)
+    if not cpu_ids:
+        raise TopologyError(
+            f"no CPUs under {fs.join(sysfs.CPU_DIR)}",
+            "point --root at a directory holding sys/ and proc/ (a sysfs snapshot)",
+        )
+    online = _online_cpus(fs, cpu_ids)
+    nodes = _read_nodes(fs, cpu_ids)
+    node_of = {cpu: n.id for n in nodes.values() for cpu in sorted(n.cpus)}
+    for cpu in cpu_ids:
+        if cpu not in node_of:  # a CPU no node lists: fall back to the cpuN/nodeM link
+            links = sysfs.cpu_node_links(fs, cpu)
+            if links and links[0] in nodes:
+                node_of[cpu] = links[0]
+    cpus, cores = _read_cpus(fs, cpu_ids, online, node_of)
+    allowed = _read_allowed(fs, pid, frozenset(cpus), frozenset(nodes))
+    identity = Identity(
+        sys_vendor=_dmi(fs, "sys_vendor"),
+        product_name=_dmi(fs, "product_name"),
+        numa_balancing=sysfs.numa_balancing(fs),
+        kernel=sysfs.kernel_release(fs),
+    )
+    return Topology(
+        nodes=nodes, cpus=cpus, cores=cores, allowed=allowed, identity=identity, source=fs.path
+    )
+
+
+def _online_cpus(fs: sysfs.Root, cpu_ids: list[int]) -> frozenset[int]:
+    listed = sysfs.cpus_online(fs)
+    if listed is not None:
+        return listed
+    # Old kernels: no cpu/online; each hot-pluggable CPU has its own online flag, and a
+    # CPU without one (cpu0, usually) is online. An offline CPU has no topology folder.
+    out = set()
+    for cpu in cpu_ids:
+        flag = sysfs.cpu_online_flag(fs, cpu)
+        if flag or (flag is None and sysfs.cpu_has_topology(fs, cpu)):
+            out.add(cpu)
+    return frozenset(out)
+
+
+def _read_nodes(fs: sysfs.Root, cpu_ids: list[int]) -> dict[int, Node]:
+    ids = sysfs.node_ids(fs)
+    if not ids:
+        mem = sysfs.proc_meminfo(fs)
+        return {
+            0: Node(
+                id=0,
+                cpus=frozenset(cpu_ids),
+                memory_total_kb=mem.get("MemTotal", 0),
+                memory_free_kb=mem.get("MemFree", 0),
+                distances={0: 10},
+            )
+        }
+    known = frozenset(cpu_ids)
+    # nodeN/distance lists distances to the *online* nodes, in id order.
+    order = sorted(sysfs.nodes_online(fs) or ids)
+    nodes: dict[int, Node] = {}
+    for node in ids:
+        mem = sysfs.node_meminfo(fs, node)
+        row = sysfs.node_distances(fs, node) or []
+        targets = order if len(row) == len(order) else ids
+        distances = dict(zip(targets, row, strict=True)) if len(row) == len(targets) else {}
+        nodes[node] = Node(
+            id=node,
+            # Some firmware lists CPUs that do not exist (POWER9: node 0 = 0-87 with 16
+            # present); only CPUs the kernel has a folder for are real.
+            cpus=(sysfs.node_cpus(fs, node) or frozenset()) & known,
+            memory_total_kb=mem.get("MemTotal", 0),
+            memory_free_kb=mem.get("MemFree", 0),
+            distances=distances,
+        )
+    return nodes
+
+
+def _read_cpus(
+    fs: sysfs.Root, cpu_ids: list[int], online: frozenset[int], node_of: Mapping[int, int]
+) -> tuple[dict[int, Cpu], tuple[Core, ...]]:
+    raw: dict[int, dict[str, Any]] = {}
+    for cpu in cpu_ids:
+        is_online = cpu in online
+        siblings = sysfs.cpu_siblings(fs, cpu) if is_online else None
+        raw[cpu] = {
+            "online": is_online,
+            "package": sysfs.cpu_topology_int(fs, cpu, "physical_package_id"),
+            "die": _real_id(sysfs.cpu_topology_int(fs, cpu, "die_id")),
+            "cluster": _real_id(sysfs.cpu_topology_int(fs, cpu, "cluster_id")),
+            "core_id": sysfs.cpu_topology_int(fs, cpu, "core_id"),
+            # Siblings that are offline do not share the core today.
+            "siblings": (siblings & online if siblings else frozenset({cpu}))
+            if is_online
+            else frozenset({cpu}),
+        }
+    # A physical core is identified by its sibling set; core_id repeats across packages.
+    groups = sorted({r["siblings"] | {c} for c, r in raw.items() if r["online"]}, key=min)
+    core_index = {cpu: i for i, group in enumerate(groups) for cpu in group}
+    cores = tuple(
+        Core(
+            index=i,
+            cpus=group,
+            package=raw[min(group)]["package"],
+            node=node_of.get(min(group)),
+        )
+        for i, group in enumerate(groups)
+    )
+    cpus = {
+        cpu: Cpu(
+            id=cpu,
+            node=node_of.get(cpu),
+            core=core_index.get(cpu) if r["online"] else None,
+            **r,
+        )
+        for cpu, r in raw.items()
+    }
+    return cpus, cores
+
+
+def _real_id(value: int | None) -> int | None:
+    """Kernels print -1 (or it as u16/u32) for a level the CPU does not have."""
+    return None if value is None or value in (-1, 0xFFFF, 0xFFFFFFFF) else value
+
+
+def _read_allowed(
+    fs: sysfs.Root, pid: int | str, all_cpus: frozenset[int], all_nodes: frozenset[int]
+) -> Allowed:
+    cpus, mems, sources = all_cpus, all_nodes, []
+    status = sysfs.proc_status(fs, pid)
+    try:
+        from numarun import cpulist
+
+        if "Cpus_allowed_list" in status:
+            cpus = cpus & cpulist.parse_list(status["Cpus_allowed_list"])
+            mems = mems & cpulist.parse_list(status.get("Mems_allowed_list", ""))
+            sources.append(f"/proc/{pid}/status")
+    except ValueError as err:
+        raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
+    found = _cgroup_cpuset(fs, pid)
+    if found is not None:
+        cg_cpus, cg_mems, where = found
+        if cg_cpus is not None:
+            cpus = cpus & cg_cpus
+        if cg_mems is not None:
+            mems = mems & cg_mems
+        sources.append(where)
+    return Allowed(cpus=cpus, mems=mems, source=" and ".join(sources) or "whole machine")
+
+
+def _cgroup_cpuset(
+    fs: sysfs.Root, pid: int | str
+) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
+    """The cpuset cgroup's effective CPUs and nodes, from cgroup v2 or the v1 cpuset."""
+    mounts = sysfs.proc_mounts(fs)
+    for hierarchy, controllers, path in sysfs.proc_cgroups(fs, pid):
+        if hierarchy == "0" and not controllers:  # the unified (v2) hierarchy
+            for _dev, point, fstype, _opts in mounts:
+                if fstype == "cgroup2":
+                    base = _under(point, path)
+                    cpus = fs.read_list(f"{base}/cpuset.cpus.effective")
+                    mems = fs.read_list(f"{base}/cpuset.mems.effective")
+                    if cpus is not None or mems is not None:
+                        return cpus, mems, f"cgroup v2 {_shown(point, path)}"
+        elif "cpuset" in controllers:
+            found = _cpuset_v1(fs, mounts, path)
+            if found is not None:
+                return found
+    # Old kernels, and snapshots without a cgroup file: /proc/PID/cpuset names the path.
+    path = sysfs.proc_cpuset_path(fs, pid)
+    return _cpuset_v1(fs, mounts, path) if path is not None else None
+
+
+def _cpuset_v1(
+    fs: sysfs.Root, mounts: list[tuple[str, str, str, list[str]]], path: str
+) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
+    for _dev, point, fstype, opts in mounts:
+        if fstype == "cpuset" or (fstype == "cgroup" and "cpuset" in opts):
+            base = _under(point, path)
+            for prefix in ("cpuset.effective_", "cpuset.", ""):
+                cpus = fs.read_list(f"{base}/{prefix}cpus")
+                mems = fs.read_list(f"{base}/{prefix}mems")
+                if cpus is not None or mems is not None:
+                    return cpus, mems, f"cpuset {_shown(point, path)}"
+    return None
+
+
+def _under(mount_point: str, path: str) -> str:
+    return f"{mount_point.strip('/')}/{path.strip('/')}".strip("/")
+
+
+def _shown(mount_point: str, path: str) -> str:
+    return "/" + _under(mount_point, path)
+
+
+def _dmi(fs: sysfs.Root, name: str) -> str | None:
+    try:
+        return sysfs.dmi(fs, name)
+    except TopologyError:  # some DMI fields are root-only; identity is a nicety
+        return None
+
+
+# --- snapshots --------------------------------------------------------------------------
+
+
+def save_snapshot(topology: Topology, path: str | os.PathLike[str]) -> None:
+    """Write the topology as a JSON snapshot that :func:`load_topology` reads back."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(topology.to_dict(), f, indent=1)
+        f.write("\n")
+
+
+def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
+    """A topology from a sysfs root directory, a JSON snapshot, or the live machine (None)."""
+    if path is None:
+        return read_topology("/")
+    if os.path.isdir(path):
+        return read_topology(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise TopologyError(
+            f"topology {os.fspath(path)} does not exist",
+            "give a snapshot saved with 'numarun topology --save FILE' or a sysfs root",
+        ) from None
+    except (OSError, ValueError) as err:
+        raise TopologyError(f"cannot read topology snapshot {os.fspath(path)}: {err}") from None
+    return from_dict(data, where=os.fspath(path))
+
+
+def from_dict(data: object, *, where: str = "snapshot") -> Topology:
+    """Rebuild a topology from :meth:`Topology.to_dict` output, validating it first."""
+    from numarun.snapshot import validate_snapshot
+
+    snap = validate_snapshot(data, where)
+    nodes = {
+        n.id: Node(
+            id=n.id,
+            cpus=frozenset(n.cpus),
+            memory_total_kb=n.memory_total_kb,
+            memory_free_kb=n.memory_free_kb,
+            distances=dict(n.distances),
+        )
+        for n in sorted(snap.nodes, key=lambda n: n.id)
+    }
+    cpus = {
+        c.id: Cpu(
+            id=c.id,
+            online=c.online,
+            node=c.node,
+            package=c.package,
+            die=c.die,
+            cluster=c.cluster,
+            core_id=c.core_id,
+            core=c.core,
+            siblings=frozenset(c.siblings),
+        )
+        for c in sorted(snap.cpus, key=lambda c: c.id)
+    }
+    cores = tuple(
+        Core(index=k.index, cpus=frozenset(k.cpus), package=k.package, node=k.node)
+        for k in sorted(snap.cores, key=lambda k: k.index)
+    )
+    return Topology(
+        nodes=nodes,
+        cpus=cpus,
+        cores=cores,
+        allowed=Allowed(
+            cpus=frozenset(snap.allowed.cpus),
+            mems=frozenset(snap.allowed.mems),
+            source=snap.allowed.source,
+        ),
+        identity=Identity(**snap.identity.model_dump()),
+        source=snap.source,
+    )
