@@ -1,0 +1,399 @@
+"""Parse ``/proc/PID/numa_maps``: where each mapping's pages are, and under which policy.
+
+One line per mapping (``fs/proc/task_mmu.c``, ``show_numa_map``; proc(5))::
+
+    7f2a1c000000 bind=static:1 file=/dev/shm/x\\040y anon=3 dirty=3 N1=3 kernelpagesize_kB=4
+
+* the start address in hex;
+* the memory policy as ``mpol_to_str`` writes it: a mode (``default``, ``prefer``,
+  ``bind``, ``interleave``, ``local``, ``prefer (many)``, ``weighted interleave``; note the
+  spaces in the last two), optional flags after ``=`` (``static`` or ``relative``, and
+  ``balancing``, joined by ``|``), optional nodes after ``:`` in the list format;
+* what backs it: ``file=PATH`` (space, tab, newline and ``=`` written as octal escapes, so
+  a path never contains a blank), else ``heap`` or ``stack`` (``stack:TID`` on old
+  kernels); then ``huge`` for hugetlb mappings;
+* only when the mapping has pages: counters ``anon= dirty= mapped= mapmax= swapcache=
+  active= writeback=``, pages per node ``N<node>=<pages>``, and ``kernelpagesize_kB=``.
+  Pages are counted in units of ``kernelpagesize_kB``: a 2 MB hugetlb page counts once at
+  2048 kB; a transparent huge page counts as 512 base pages at 4 kB. Bytes are therefore
+  always ``pages * kernelpagesize_kB * 1024``.
+
+The file is read in one go and the process may change or exit meanwhile, so any line may be
+truncated or odd. Nothing here raises on content: unknown tokens are ignored, a line without
+an address is skipped, a count that is not a number is dropped, and a line with pages but no
+``kernelpagesize_kB`` (cut off) is counted at the base page size.
+
+Speed matters (a JVM or a Python process with 60,000 mappings is ordinary):
+:func:`summarize` strips the address off every line with one regular expression over the
+whole text and counts identical remainders with :class:`collections.Counter` (both run in
+C); only the distinct remainders, usually a few hundred, are parsed in Python.
+:func:`parse_mappings` keeps every mapping with its address and is for when that is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from numarun import cpulist
+
+# Kinds of mapping, in display order. "shm" is shared memory (POSIX /dev/shm, SysV, memfd,
+# shared anonymous); "huge" is hugetlbfs whatever backs it.
+KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge", "file")
+
+# Modes as numarun names them, from the words mpol_to_str writes.
+_MODES = {
+    "default": "default",
+    "local": "local",
+    "bind": "bind",
+    "interleave": "interleave",
+    "prefer": "preferred",
+    "preferred": "preferred",
+    "prefer (many)": "preferred-many",
+    "preferred-many": "preferred-many",
+    "weighted interleave": "weighted-interleave",
+    "weighted-interleave": "weighted-interleave",
+}
+
+# Paths of file-backed mappings that are really shared memory. A shared anonymous mapping
+# (mmap MAP_SHARED|MAP_ANONYMOUS) shows as /dev/zero; SysV segments as /SYSV<key>.
+_SHM_PREFIXES = ("/dev/shm/", "/SYSV", "/memfd:", "/dev/zero")
+
+# Everything from the first blank of a line to its end: the line less its address. The
+# kernel starts every line with an address; a line without one yields junk that parses to
+# nothing harmful.
+_REMAINDER = re.compile(rb"(?m) .*$")
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+_BASE_PAGE_KB = (os.sysconf("SC_PAGE_SIZE") // 1024) if hasattr(os, "sysconf") else 4
+
+
+class Policy:
+    """A memory policy as numa_maps shows it: mode, flags and nodes."""
+
+    __slots__ = ("flags", "mode", "nodes", "text")
+    mode: str  # default, local, bind, interleave, preferred, preferred-many,
+    #            weighted-interleave, or the kernel's word when unknown
+    flags: frozenset[str]  # "static", "relative", "balancing"
+    nodes: frozenset[int]  # empty for default and local
+    text: str  # as the kernel wrote it
+
+    def __init__(self, mode: str, nodes: frozenset[int], flags: frozenset[str], text: str) -> None:
+        self.mode = mode
+        self.nodes = nodes
+        self.flags = flags
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and (self.mode, self.nodes, self.flags) == (
+            other.mode,
+            other.nodes,
+            other.flags,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.mode, self.nodes, self.flags))
+
+    def __repr__(self) -> str:
+        return f"Policy({self.text!r})"
+
+    def __str__(self) -> str:
+        """numarun's spelling: ``bind:1``, ``interleave=static:0-3``, ``default``."""
+        flags = "=" + "|".join(sorted(self.flags)) if self.flags else ""
+        nodes = ":" + cpulist.format_list(self.nodes) if self.nodes else ""
+        return f"{self.mode}{flags}{nodes}"
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse the policy column (``bind=static:0-1``, ``prefer (many):2``, ``default``).
+
+    Never raises: an unreadable node list gives an empty node set.
+    """
+    head, _, node_text = text.partition(":")
+    word, _, flag_text = head.partition("=")
+    word = word.strip()
+    mode = _MODES.get(word, word or "unknown")
+    flags = frozenset(f for f in flag_text.split("|") if f)
+    try:
+        nodes = cpulist.parse_list(node_text)
+    except ValueError:
+        nodes = frozenset()
+    return Policy(mode, nodes, flags, text)
+
+
+class Mapping:
+    """One line of numa_maps: a mapping, its policy, its backing and its pages per node."""
+
+    __slots__ = (
+        "active",
+        "address",
+        "anon",
+        "dirty",
+        "kind",
+        "mapmax",
+        "mapped",
+        "page_kb",
+        "pages",
+        "path",
+        "policy",
+        "swapcache",
+        "writeback",
+    )
+    address: int
+    policy: Policy
+    kind: str  # one of KINDS
+    path: str | None  # the backing file, octal escapes undone
+    page_kb: int
+    pages: dict[int, int]  # node -> pages of page_kb each
+    anon: int
+    dirty: int
+    mapped: int
+    mapmax: int
+    swapcache: int
+    active: int
+    writeback: int
+
+    def __init__(self, address: int, policy: Policy, kind: str, path: str | None) -> None:
+        self.address = address
+        self.policy = policy
+        self.kind = kind
+        self.path = path
+        self.page_kb = _BASE_PAGE_KB  # until the line says; a cut-off line never does
+        self.pages = {}
+        self.anon = self.dirty = self.mapped = self.mapmax = 0
+        self.swapcache = self.active = self.writeback = 0
+
+    def node_bytes(self) -> dict[int, int]:
+        """Bytes per node."""
+        unit = self.page_kb * 1024
+        return {node: pages * unit for node, pages in self.pages.items()}
+
+    @property
+    def total_pages(self) -> int:
+        return sum(self.pages.values())
+
+    def __repr__(self) -> str:
+        where = f" {self.path}" if self.path else ""
+        return f"Mapping({self.address:#x} {self.policy} {self.kind}{where} {self.pages})"
+
+
+# Counters that numa_maps prints as key=value and Mapping keeps.
+_COUNTERS = frozenset({"anon", "dirty", "mapped", "mapmax", "swapcache", "active", "writeback"})
+
+
+def _unescape(path: str) -> str:
+    # seq_path writes blank, tab, newline and '=' (and '\\') as \ooo octal escapes.
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), path) if "\\" in path else path
+
+
+def _split_policy(tokens: list[str]) -> tuple[str, int]:
+    """The policy text at the front of ``tokens`` and how many tokens it took."""
+    if len(tokens) > 1 and (
+        (tokens[0] == "weighted" and tokens[1].startswith("interleave"))
+        or (tokens[0] == "prefer" and tokens[1].startswith("(many)"))
+    ):
+        return f"{tokens[0]} {tokens[1]}", 2
+    return tokens[0], 1
+
+
+def _parse_remainder(rest: str, address: int, policies: dict[str, Policy]) -> Mapping | None:
+    """Parse what follows the address on one line; None when there is no policy at all."""
+    tokens = rest.split()
+    if not tokens:
+        return None
+    policy_text, used = _split_policy(tokens)
+    policy = policies.get(policy_text)
+    if policy is None:
+        policy = policies[policy_text] = parse_policy(policy_text)
+    mapping = Mapping(address, policy, "anon", None)
+    huge = heap = stack = False
+    for token in tokens[used:]:
+        key, eq, value = token.partition("=")
+        if not eq:
+            if token == "heap":
+                heap = True
+            elif token == "stack" or token.startswith("stack:"):
+                stack = True
+            elif token == "huge":
+                huge = True
+            continue
+        if key == "file":
+            mapping.path = _unescape(value)
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            continue  # cut off mid-number, or a field this parser does not know
+        if key[:1] == "N" and key[1:].isdigit():
+            mapping.pages[int(key[1:])] = number
+        elif key == "kernelpagesize_kB":
+            if number > 0:
+                mapping.page_kb = number
+        elif key in _COUNTERS:
+            setattr(mapping, key, number)
+    mapping.kind = _kind(mapping, huge=huge, heap=heap, stack=stack)
+    return mapping
+
+
+def _kind(mapping: Mapping, *, huge: bool, heap: bool, stack: bool) -> str:
+    if huge:
+        return "huge"
+    path = mapping.path
+    if path is not None:
+        if path.startswith(_SHM_PREFIXES):
+            return "shm"
+        pages = mapping.total_pages
+        # A private file mapping whose every page is a private copy (a library's .data, a
+        # written MAP_PRIVATE file) holds anonymous memory allocated under the policy, not
+        # page cache: count it with anon.
+        if pages and mapping.anon >= pages:
+            return "anon"
+        return "file"
+    if heap:
+        return "heap"
+    if stack:
+        return "stack"
+    return "anon"
+
+
+def parse_line(line: str) -> Mapping | None:
+    """One numa_maps line as a :class:`Mapping`, or None when it has no address or policy."""
+    address_text, blank, rest = line.strip("\n").partition(" ")
+    if not blank:
+        return None
+    try:
+        address = int(address_text, 16)
+    except ValueError:
+        return None
+    return _parse_remainder(rest, address, {})
+
+
+def parse_mappings(text: str) -> list[Mapping]:
+    """Every mapping of a whole numa_maps text, in file order; bad lines are skipped."""
+    policies: dict[str, Policy] = {}
+    # Most remainders repeat (see summarize); parse each once and copy it per address.
+    parsed: dict[str, Mapping | None] = {}
+    out: list[Mapping] = []
+    for line in text.splitlines():
+        address_text, blank, rest = line.partition(" ")
+        if not blank:
+            continue
+        try:
+            address = int(address_text, 16)
+        except ValueError:
+            continue
+        if rest in parsed:
+            template = parsed[rest]
+        else:
+            template = parsed[rest] = _parse_remainder(rest, 0, policies)
+        if template is not None:
+            out.append(_copy(template, address))
+    return out
+
+
+def _copy(template: Mapping, address: int) -> Mapping:
+    mapping = Mapping(address, template.policy, template.kind, template.path)
+    for name in _COUNTERS:
+        setattr(mapping, name, getattr(template, name))
+    mapping.page_kb = template.page_kb
+    mapping.pages = dict(template.pages)
+    return mapping
+
+
+class Group:
+    """The pages of every mapping that shares one policy and one kind, in bytes per node."""
+
+    __slots__ = ("kind", "mappings", "node_bytes", "policy")
+    policy: Policy
+    kind: str
+    mappings: int
+    node_bytes: dict[int, int]
+
+    def __init__(self, policy: Policy, kind: str) -> None:
+        self.policy = policy
+        self.kind = kind
+        self.mappings = 0
+        self.node_bytes = {}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.node_bytes.values())
+
+    def __repr__(self) -> str:
+        return f"Group({self.policy} {self.kind} x{self.mappings} {self.node_bytes})"
+
+
+class Summary:
+    """A process's numa_maps folded into (policy, kind) groups."""
+
+    __slots__ = ("groups", "mappings")
+    groups: dict[tuple[Policy, str], Group]
+    mappings: int  # lines parsed
+
+    def __init__(self) -> None:
+        self.groups = {}
+        self.mappings = 0
+
+    def add(self, mapping: Mapping, count: int = 1) -> None:
+        key = (mapping.policy, mapping.kind)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(mapping.policy, mapping.kind)
+        group.mappings += count
+        unit = mapping.page_kb * 1024 * count
+        node_bytes = group.node_bytes
+        for node, pages in mapping.pages.items():
+            node_bytes[node] = node_bytes.get(node, 0) + pages * unit
+        self.mappings += count
+
+    def node_bytes(self, kinds: Iterable[str] | None = None) -> dict[int, int]:
+        """Bytes per node over all groups, or over the groups of the given kinds."""
+        wanted = None if kinds is None else frozenset(kinds)
+        out: dict[int, int] = {}
+        for group in self.groups.values():
+            if wanted is None or group.kind in wanted:
+                for node, size in group.node_bytes.items():
+                    out[node] = out.get(node, 0) + size
+        return out
+
+    def kind_bytes(self) -> dict[str, dict[int, int]]:
+        """Bytes per node for each kind present, kinds in :data:`KINDS` order."""
+        found: dict[str, dict[int, int]] = {}
+        for group in self.groups.values():
+            per_node = found.setdefault(group.kind, {})
+            for node, size in group.node_bytes.items():
+                per_node[node] = per_node.get(node, 0) + size
+        return {kind: found[kind] for kind in KINDS if kind in found}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(g.total_bytes for g in self.groups.values())
+
+
+def summarize(data: bytes | str) -> Summary:
+    """Fold a whole numa_maps file into a :class:`Summary`, parsing each distinct line once.
+
+    Takes the file's bytes as read (decoding only the distinct remainders is cheaper) or
+    its text.
+    """
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    summary = Summary()
+    policies: dict[str, Policy] = {}
+    # Addresses make every line unique; without them most lines of a big process repeat
+    # ("default anon=1 dirty=1 active=0 N0=1 kernelpagesize_kB=4"), so count first.
+    for rest, count in Counter(_REMAINDER.findall(raw)).items():
+        text = rest.decode("utf-8", "replace")
+        mapping = _parse_remainder(text, 0, policies)
+        if mapping is not None:
+            summary.add(mapping, count)
+    return summary
+
+
+def summarize_mappings(mappings: Iterable[Mapping]) -> Summary:
+    """Fold already parsed mappings into a :class:`Summary`."""
+    summary = Summary()
+    for mapping in mappings:
+        summary.add(mapping)
+    return summary

@@ -1,0 +1,199 @@
+"""One plain function per ``/proc/PID`` file that the placement report reads.
+
+In the manner of psutil's Linux module: each function opens one file, returns plain values,
+and translates the ways a process read can fail into :class:`~numarun.errors.ProcessError`
+(exit code 9) at this boundary, so callers never see an ``OSError``:
+
+* the process is gone (``ENOENT``/``ESRCH``, or it became a zombie with no memory left);
+* it belongs to another user (``EACCES``/``EPERM``: numa_maps needs ptrace-read access).
+
+Every path is under ``proc_root`` (``/proc`` on a live machine) so tests can fake one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from numarun import cpulist
+from numarun.errors import ProcessError
+
+PROC = "/proc"
+
+# /proc/PID/stat fields are numbered from 1 in proc(5); "processor" (the CPU the task last
+# ran on) is field 39. Fields after the command name start at field 3 (state).
+_STAT_PROCESSOR = 39 - 3
+
+
+def _gone(pid: int) -> ProcessError:
+    return ProcessError(f"process {pid} does not exist (it may have exited)", "check the PID")
+
+
+def _not_yours(pid: int) -> ProcessError:
+    return ProcessError(
+        f"process {pid} belongs to another user, its memory map cannot be read",
+        "run as that user or as root",
+    )
+
+
+def _translate(pid: int, err: OSError) -> ProcessError:
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return _not_yours(pid)
+    if err.errno in (errno.ENOENT, errno.ESRCH, errno.ENOTDIR):
+        return _gone(pid)
+    return ProcessError(
+        f"cannot read /proc/{pid}: {err.strerror}", "check that the process is still running"
+    )
+
+
+def read_bytes(pid: int, name: str, proc_root: str = PROC) -> bytes:
+    """The whole of ``/proc/PID/<name>`` in as few reads as the kernel allows."""
+    path = f"{proc_root}/{pid}/{name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise _translate(pid, err) from None
+    chunks: list[bytes] = []
+    try:
+        # procfs files report size 0; read large blocks (seq_file fills each in one go)
+        # instead of letting a buffered reader grow from 8 kB.
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError as err:
+        raise _translate(pid, err) from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_text(pid: int, name: str, proc_root: str = PROC) -> str:
+    return read_bytes(pid, name, proc_root).decode("utf-8", "replace")
+
+
+def numa_maps(pid: int, proc_root: str = PROC) -> bytes:
+    """``/proc/PID/numa_maps`` as read; empty for a zombie or a kernel thread."""
+    return read_bytes(pid, "numa_maps", proc_root)
+
+
+def status(pid: int, proc_root: str = PROC) -> dict[str, str]:
+    """``/proc/PID/status`` as field -> value text (``"Cpus_allowed_list" -> "0-3"``)."""
+    out: dict[str, str] = {}
+    for line in read_text(pid, "status", proc_root).splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            out[key] = value.strip()
+    return out
+
+
+def _status_set(pid: int, fields: dict[str, str], key: str) -> frozenset[int]:
+    try:
+        return cpulist.parse_list(fields.get(key, ""))
+    except ValueError:
+        return frozenset()
+
+
+def cpus_allowed(pid: int, proc_root: str = PROC) -> frozenset[int]:
+    """The CPUs the process may run on (``Cpus_allowed_list``)."""
+    return _status_set(pid, status(pid, proc_root), "Cpus_allowed_list")
+
+
+def mems_allowed(pid: int, proc_root: str = PROC) -> frozenset[int]:
+    """The nodes its cpuset lets it allocate on (``Mems_allowed_list``)."""
+    return _status_set(pid, status(pid, proc_root), "Mems_allowed_list")
+
+
+def allowed(pid: int, proc_root: str = PROC) -> tuple[frozenset[int], frozenset[int]]:
+    """(CPUs, nodes) allowed, from one read of ``/proc/PID/status``."""
+    fields = status(pid, proc_root)
+    return (
+        _status_set(pid, fields, "Cpus_allowed_list"),
+        _status_set(pid, fields, "Mems_allowed_list"),
+    )
+
+
+def name(pid: int, proc_root: str = PROC) -> str:
+    """The command name (``/proc/PID/comm``, at most 15 characters)."""
+    return read_text(pid, "comm", proc_root).rstrip("\n")
+
+
+def cmdline(pid: int, proc_root: str = PROC) -> list[str]:
+    """The argument vector; empty for kernel threads and zombies."""
+    raw = read_text(pid, "cmdline", proc_root)
+    return [arg for arg in raw.split("\0") if arg] if raw else []
+
+
+def parse_stat_processor(text: str) -> int | None:
+    """Field 39 (last CPU) of a ``stat`` line; None when the line is cut short or odd.
+
+    The command name (field 2) is in parentheses and may hold blanks and ')', so fields are
+    counted from the last ')'.
+    """
+    _, paren, rest = text.rpartition(")")
+    if not paren:
+        return None
+    fields = rest.split()
+    if len(fields) <= _STAT_PROCESSOR:
+        return None
+    try:
+        return int(fields[_STAT_PROCESSOR])
+    except ValueError:
+        return None
+
+
+def thread_cpus(pid: int, proc_root: str = PROC) -> dict[int, int]:
+    """Thread id -> the CPU it last ran on, for every thread still there."""
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"{proc_root}/{pid}/task") if t.isdigit())
+    except OSError as err:
+        raise _translate(pid, err) from None
+    out: dict[int, int] = {}
+    for tid in tids:
+        try:
+            with open(f"{proc_root}/{pid}/task/{tid}/stat", "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue  # a thread that exits between listdir and open is simply not there
+        cpu = parse_stat_processor(text)
+        if cpu is not None:
+            out[tid] = cpu
+    return out
+
+
+def exists(pid: int, proc_root: str = PROC) -> bool:
+    return os.path.exists(f"{proc_root}/{pid}")
+
+
+def pids(proc_root: str = PROC) -> list[int]:
+    """Every process id, ascending."""
+    try:
+        return sorted(int(p) for p in os.listdir(proc_root) if p.isdigit())
+    except OSError as err:
+        raise ProcessError(
+            f"cannot list {proc_root}: {err.strerror}", "is procfs mounted?"
+        ) from None
+
+
+def find(pattern: str, proc_root: str = PROC) -> list[int]:
+    """Processes whose name or command line contains ``pattern``, as ``numastat -p`` finds them.
+
+    All digits means that PID, whether or not it exists (the caller reports a gone one).
+    Otherwise the pattern is a plain substring of ``Name`` followed by the command line with
+    its NULs as blanks; this process itself is never a match.
+    """
+    if pattern.isdigit():
+        return [int(pattern)]
+    own = os.getpid()
+    found: list[int] = []
+    for pid in pids(proc_root):
+        if pid == own:
+            continue
+        try:
+            haystack = name(pid, proc_root) + " " + " ".join(cmdline(pid, proc_root))
+        except ProcessError:
+            continue  # exited, or unreadable: not a match
+        if pattern in haystack:
+            found.append(pid)
+    return found
