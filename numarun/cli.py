@@ -18,13 +18,19 @@ app = typer.Typer(
     name="numarun",
     help=(
         "NUMA placement launcher and workload supervisor.\n\n"
-        "Prefix form: numarun [placement options] -- CMD [ARGS...] (see man numarun)."
+        "Prefix form: numarun PLACEMENT-OPTIONS -- CMD ARGS... (see man numarun)."
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["--help"]},
 )
+
+
+@app.callback()
+def _root() -> None:
+    """NUMA placement launcher and workload supervisor."""
+
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"numarun.commands.{_name}").register(app)

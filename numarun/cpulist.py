@@ -21,7 +21,8 @@ from collections.abc import Iterable
 def parse_list(text: str) -> frozenset[int]:
     """Parse the kernel list format (``"0-3,8,16-31:2/4"``); an empty string is the empty set."""
     out: set[int] = set()
-    text = text.strip()
+    # Some kernels pad sysfs files with a trailing NUL; it carries no meaning.
+    text = text.replace("\x00", "").strip()
     if not text:
         return frozenset()
     for raw in text.split(","):
@@ -68,7 +69,7 @@ def format_list(items: Iterable[int]) -> str:
 
 def parse_mask(text: str) -> frozenset[int]:
     """Parse the kernel mask format (``"00000000,0000000f"`` or ``"0xf"``)."""
-    cleaned = text.strip().replace(",", "")
+    cleaned = text.replace("\x00", "").strip().replace(",", "")
     if cleaned.lower().startswith("0x"):
         cleaned = cleaned[2:]
     if not cleaned:

@@ -299,13 +299,20 @@ def _read_nodes(fs: sysfs.Root, cpu_ids: list[int]) -> dict[int, Node]:
         }
     known = frozenset(cpu_ids)
     # nodeN/distance lists distances to the *online* nodes, in id order.
-    order = sorted(sysfs.nodes_online(fs) or ids)
+    ids_set = frozenset(ids)
+    candidates = [
+        sorted(sysfs.nodes_online(fs) or ids),
+        ids,
+        sorted(fs.read_list(f"{sysfs.NODE_DIR}/possible") or ()),
+    ]
     nodes: dict[int, Node] = {}
     for node in ids:
         mem = sysfs.node_meminfo(fs, node)
         row = sysfs.node_distances(fs, node) or []
-        targets = order if len(row) == len(order) else ids
-        distances = dict(zip(targets, row, strict=True)) if len(row) == len(targets) else {}
+        # The row has one entry per online node; edited or odd snapshots may instead
+        # have one per node folder or per possible node. Take the first list that fits.
+        targets = next((c for c in candidates if len(c) == len(row)), [])
+        distances = {t: d for t, d in zip(targets, row, strict=False) if t in ids_set}
         nodes[node] = Node(
             id=node,
             # Some firmware lists CPUs that do not exist (POWER9: node 0 = 0-87 with 16
