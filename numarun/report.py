@@ -1,0 +1,423 @@
+"""Judge where a process's pages are against the policy they were allocated under.
+
+Input is plain data, so tests need no live machine: a :class:`~numarun.numamaps.Summary`
+(bytes per node per (policy, kind)), the CPUs the process may run on, a CPU -> node map
+(``Topology.cpus[c].node``, or any ``Mapping[int, int]``), and per node free and total
+memory (``nodeN/meminfo``).
+
+What is judged
+    Anonymous memory, heap, stacks, shared memory (``/dev/shm``, SysV, memfd, shared
+    anonymous) and hugetlb pages: memory the kernel allocated for the process under its
+    policy. **File-backed page cache is shown but not judged**: a file's pages stay on the
+    node where whoever read it first cached them, whatever this process's policy says (a
+    private file mapping whose every page is a private copy counts as anonymous; see
+    :mod:`numarun.numamaps`).
+
+The rules, one verdict per policy found in numa_maps (usually one)
+    ``bind:N``
+        Every judged page on N. Binding is a guarantee, so there is no tolerance: any page
+        elsewhere (allocated before the policy was applied, say) fails the verdict.
+    ``interleave:N``
+        Nothing outside N, and each node of N within ``interleave_points`` (5) percentage
+        points of an even share (100/|N| percent). Judged only from ``interleave_min_bytes``
+        (4 MiB) of judged memory up: below that, rounding of a few pages decides.
+    ``weighted-interleave:N``
+        Nothing outside N (the weights are not judged).
+    ``preferred:N`` / ``preferred-many:N``
+        On N while N had room. Memory elsewhere is accepted when it is at most
+        ``spill_share`` (1 %) of the judged memory, or when every preferred node is now
+        short of memory (free below ``low_free_share``, 3 %, of its size): the kernel falls
+        back when a node is full. Free memory now stands in for free memory then.
+    ``default`` / ``local``
+        Like preferred, with the nodes of the CPUs the process may run on as the preferred
+        set (``default`` allocates on the node of the CPU that faults, ``local`` likewise).
+
+Verdicts are ``pass``, ``fail``, or ``skip`` (nothing or too little to judge, or no data to
+judge with); a report passes when none of its verdicts fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from numarun import cpulist
+from numarun.numamaps import KINDS, Policy, Summary
+
+# Kinds whose pages follow the allocation policy; "file" (page cache) does not.
+JUDGED_KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge")
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+MiB = 1 << 20
+
+
+class Rules:
+    """The tolerances the verdicts use (see the module docstring)."""
+
+    __slots__ = ("interleave_min_bytes", "interleave_points", "low_free_share", "spill_share")
+
+    def __init__(
+        self,
+        *,
+        interleave_points: float = 5.0,
+        interleave_min_bytes: int = 4 * MiB,
+        spill_share: float = 0.01,
+        low_free_share: float = 0.03,
+    ) -> None:
+        self.interleave_points = interleave_points
+        self.interleave_min_bytes = interleave_min_bytes
+        self.spill_share = spill_share
+        self.low_free_share = low_free_share
+
+
+DEFAULT_RULES = Rules()
+
+
+class Verdict:
+    """The judgement of the memory allocated under one policy."""
+
+    __slots__ = (
+        "expected",
+        "judged_bytes",
+        "message",
+        "node_bytes",
+        "off_bytes",
+        "policy",
+        "status",
+    )
+    policy: Policy
+    status: str  # PASS, FAIL or SKIP
+    expected: frozenset[int]  # the nodes the policy (or the CPUs) point at
+    node_bytes: dict[int, int]  # judged bytes per node
+    judged_bytes: int
+    off_bytes: int  # judged bytes outside ``expected``
+    message: str
+
+    def __init__(
+        self,
+        policy: Policy,
+        status: str,
+        expected: frozenset[int],
+        node_bytes: dict[int, int],
+        message: str,
+    ) -> None:
+        self.policy = policy
+        self.status = status
+        self.expected = expected
+        self.node_bytes = node_bytes
+        self.judged_bytes = sum(node_bytes.values())
+        self.off_bytes = sum(b for n, b in node_bytes.items() if n not in expected)
+        self.message = message
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAIL
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.status} {self.policy}: {self.message})"
+
+
+# -- wording ---------------------------------------------------------------------------------
+
+
+def size(n: int) -> str:
+    """Bytes as people read them, in 1024-based units like numastat: ``312 MB``, ``2.1 GB``."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            break
+        value /= 1024
+    if unit in ("B", "kB") or value >= 100:
+        return f"{value:.0f} {unit}"
+    return f"{value:.1f} {unit}"
+
+
+def nodes_text(nodes: Iterable[int]) -> str:
+    found = sorted(set(nodes))
+    return ("node " if len(found) == 1 else "nodes ") + cpulist.format_list(found)
+
+
+def share(part: int, whole: int) -> float:
+    """Percent, 0 for an empty whole."""
+    return 100.0 * part / whole if whole else 0.0
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+def judge(
+    policy: Policy,
+    node_bytes: Mapping[int, int],
+    *,
+    cpu_nodes: frozenset[int] = frozenset(),
+    free: Mapping[int, int] | None = None,
+    total: Mapping[int, int] | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Verdict:
+    """Judge ``node_bytes`` (judged memory per node) against ``policy``.
+
+    ``cpu_nodes`` are the nodes of the CPUs the process may run on (for default and local);
+    ``free`` and ``total`` are bytes per node, for "had room" (missing: assume it had).
+    """
+    placed = {n: b for n, b in node_bytes.items() if b > 0}
+    judged = sum(placed.values())
+    mode = policy.mode
+    if mode in ("default", "local"):
+        expected = cpu_nodes
+        aim = f"{mode} policy, the {nodes_text(cpu_nodes)} its CPUs are on"
+    else:
+        expected = policy.nodes
+        aim = f"{mode} to {nodes_text(policy.nodes)}"
+
+    def verdict(status: str, message: str) -> Verdict:
+        return Verdict(policy, status, expected, placed, message)
+
+    if judged == 0:
+        return verdict(SKIP, "no memory allocated under this policy")
+    if not expected:
+        return verdict(SKIP, f"cannot tell where {policy} memory belongs (no nodes known)")
+    off = {n: b for n, b in placed.items() if n not in expected}
+    off_bytes = sum(off.values())
+    on_text = (
+        f"{share(judged - off_bytes, judged):.1f}% of {size(judged)} on {nodes_text(expected)}"
+    )
+    off_text = f"{size(off_bytes)} of {size(judged)} on {nodes_text(off)}, outside {aim}"
+
+    if mode in ("bind", "weighted-interleave"):
+        if off_bytes:
+            return verdict(FAIL, off_text)
+        return verdict(PASS, f"all {size(judged)} on {nodes_text(expected)} ({aim})")
+
+    if mode == "interleave":
+        if off_bytes:
+            return verdict(FAIL, off_text)
+        if judged < rules.interleave_min_bytes:
+            return verdict(SKIP, f"only {size(judged)} interleaved, too little to judge the spread")
+        even = 100.0 / len(expected)
+        worst = max(expected, key=lambda n: abs(share(placed.get(n, 0), judged) - even))
+        worst_share = share(placed.get(worst, 0), judged)
+        spread = ", ".join(
+            f"{share(placed.get(n, 0), judged):.1f}% on node {n}" for n in sorted(expected)
+        )
+        if abs(worst_share - even) > rules.interleave_points:
+            return verdict(
+                FAIL,
+                f"node {worst} holds {worst_share:.1f}% of {size(judged)}, {aim} expects "
+                f"{even:.1f}% ± {rules.interleave_points:g} ({spread})",
+            )
+        return verdict(PASS, f"{size(judged)} spread evenly: {spread}")
+
+    if mode in ("preferred", "preferred-many", "default", "local"):
+        if not off_bytes:
+            return verdict(PASS, f"all {size(judged)} on {nodes_text(expected)} ({aim})")
+        if off_bytes <= rules.spill_share * judged:
+            return verdict(PASS, f"{on_text}; {size(off_bytes)} spilled elsewhere ({aim})")
+        roomy = _nodes_with_room(expected, free, total, rules)
+        if not roomy:
+            return verdict(
+                PASS,
+                f"{off_text}, but {nodes_text(expected)} {'is' if len(expected) == 1 else 'are'}"
+                " short of free memory, so the kernel fell back",
+            )
+        room = ", ".join(f"{size(free[n])} free on node {n}" for n in sorted(roomy) if free)
+        return verdict(
+            FAIL, f"{off_text}, although there is room ({room or 'free memory unknown'})"
+        )
+
+    # A mode this numarun does not know: report the placement, judge nothing.
+    return verdict(SKIP, f"policy {policy.text!r} is not one numarun judges; {on_text}")
+
+
+def _nodes_with_room(
+    nodes: frozenset[int],
+    free: Mapping[int, int] | None,
+    total: Mapping[int, int] | None,
+    rules: Rules,
+) -> frozenset[int]:
+    if free is None:
+        return nodes  # unknown: assume room, so an unexplained spill is not excused
+    roomy = set()
+    for node in nodes:
+        node_free = free.get(node)
+        node_total = (total or {}).get(node)
+        if node_free is None:
+            roomy.add(node)
+        elif node_total:
+            if node_free >= rules.low_free_share * node_total:
+                roomy.add(node)
+        elif node_free > 0:
+            roomy.add(node)
+    return frozenset(roomy)
+
+
+# -- a whole process ---------------------------------------------------------------------------
+
+
+class ProcessReport:
+    """Everything ``numarun placement`` says about one process."""
+
+    __slots__ = (
+        "cpu_nodes",
+        "cpus_allowed",
+        "mems_allowed",
+        "name",
+        "pid",
+        "summary",
+        "threads",
+        "verdicts",
+    )
+    pid: int
+    name: str
+    summary: Summary
+    cpus_allowed: frozenset[int]
+    mems_allowed: frozenset[int]
+    cpu_nodes: frozenset[int]
+    threads: dict[int, tuple[int, int | None]]  # tid -> (last CPU, its node)
+    verdicts: list[Verdict]
+
+    def __init__(
+        self,
+        *,
+        pid: int,
+        name: str,
+        summary: Summary,
+        cpus_allowed: frozenset[int],
+        mems_allowed: frozenset[int],
+        cpu_nodes: frozenset[int],
+        threads: dict[int, tuple[int, int | None]],
+        verdicts: list[Verdict],
+    ) -> None:
+        self.pid = pid
+        self.name = name
+        self.summary = summary
+        self.cpus_allowed = cpus_allowed
+        self.mems_allowed = mems_allowed
+        self.cpu_nodes = cpu_nodes
+        self.threads = threads
+        self.verdicts = verdicts
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return FAIL
+        return PASS if any(v.status == PASS for v in self.verdicts) else SKIP
+
+    def judged_bytes(self) -> dict[int, int]:
+        return self.summary.node_bytes(JUDGED_KINDS)
+
+    def file_bytes(self) -> dict[int, int]:
+        return self.summary.node_bytes(["file"])
+
+
+def build_report(
+    pid: int,
+    summary: Summary,
+    *,
+    cpu_to_node: Mapping[int, int | None],
+    cpus_allowed: frozenset[int],
+    mems_allowed: frozenset[int] = frozenset(),
+    thread_cpus: Mapping[int, int] | None = None,
+    free: Mapping[int, int] | None = None,
+    total: Mapping[int, int] | None = None,
+    name: str = "",
+    rules: Rules = DEFAULT_RULES,
+) -> ProcessReport:
+    """Judge every policy in ``summary`` and gather the rest of the report."""
+    cpu_nodes = frozenset(node for c in cpus_allowed if (node := cpu_to_node.get(c)) is not None)
+    per_policy: dict[Policy, dict[int, int]] = {}
+    for (policy, kind), group in summary.groups.items():
+        if kind not in JUDGED_KINDS:
+            continue
+        bucket = per_policy.setdefault(policy, {})
+        for node, count in group.node_bytes.items():
+            bucket[node] = bucket.get(node, 0) + count
+    verdicts = [
+        judge(p, b, cpu_nodes=cpu_nodes, free=free, total=total, rules=rules)
+        for p, b in sorted(per_policy.items(), key=lambda item: -sum(item[1].values()))
+    ]
+    if not verdicts:
+        verdicts = [
+            Verdict(
+                Policy("default", frozenset(), frozenset(), "default"),
+                SKIP,
+                cpu_nodes,
+                {},
+                "no anonymous memory to judge (a zombie, a kernel thread, or only file pages)",
+            )
+        ]
+    threads = {tid: (cpu, cpu_to_node.get(cpu)) for tid, cpu in sorted((thread_cpus or {}).items())}
+    return ProcessReport(
+        pid=pid,
+        name=name,
+        summary=summary,
+        cpus_allowed=cpus_allowed,
+        mems_allowed=mems_allowed,
+        cpu_nodes=cpu_nodes,
+        threads=threads,
+        verdicts=verdicts,
+    )
+
+
+def to_json(report: ProcessReport) -> dict[str, object]:
+    """The report as JSON-ready data (fields documented in the man page)."""
+    judged = report.judged_bytes()
+    all_bytes = report.summary.node_bytes()
+    judged_total = sum(judged.values())
+    nodes = sorted(set(all_bytes) | report.cpu_nodes)
+    return {
+        "pid": report.pid,
+        "name": report.name,
+        "status": report.status,
+        "ok": report.ok,
+        "cpus_allowed": cpulist.format_list(report.cpus_allowed),
+        "mems_allowed": cpulist.format_list(report.mems_allowed),
+        "cpu_nodes": cpulist.format_list(report.cpu_nodes),
+        "mappings": report.summary.mappings,
+        "total_bytes": report.summary.total_bytes,
+        "judged_bytes": judged_total,
+        "nodes": {
+            str(n): {
+                "bytes": all_bytes.get(n, 0),
+                "judged_bytes": judged.get(n, 0),
+                "file_bytes": report.file_bytes().get(n, 0),
+                "judged_share": round(share(judged.get(n, 0), judged_total), 2),
+            }
+            for n in nodes
+        },
+        "kinds": {
+            kind: {str(n): b for n, b in sorted(per_node.items())}
+            for kind, per_node in report.summary.kind_bytes().items()
+            if kind in KINDS
+        },
+        "policies": [
+            {
+                "policy": str(g.policy),
+                "kernel": g.policy.text,
+                "kind": g.kind,
+                "mappings": g.mappings,
+                "nodes": {str(n): b for n, b in sorted(g.node_bytes.items())},
+            }
+            for g in sorted(
+                report.summary.groups.values(), key=lambda g: (str(g.policy), KINDS.index(g.kind))
+            )
+        ],
+        "verdicts": [
+            {
+                "policy": str(v.policy),
+                "status": v.status,
+                "expected_nodes": cpulist.format_list(v.expected),
+                "judged_bytes": v.judged_bytes,
+                "off_bytes": v.off_bytes,
+                "nodes": {str(n): b for n, b in sorted(v.node_bytes.items())},
+                "message": v.message,
+            }
+            for v in report.verdicts
+        ],
+        "threads": [
+            {"tid": tid, "cpu": cpu, "node": node} for tid, (cpu, node) in report.threads.items()
+        ],
+    }
