@@ -1,0 +1,131 @@
+"""Write small fake sysfs/procfs trees for tests: machines the project describes itself.
+
+``FakeMachine`` describes nodes, CPUs and SMT siblings; :meth:`FakeMachine.write` lays
+out the files the kernel would show under a root, in the modern layout (``cpulist``,
+``core_cpus_list``) or, with ``old_sysfs=True``, the old one (hex ``cpumap`` and
+``thread_siblings`` masks, no ``cpu/online``). ``c5n_18xlarge()`` is the two-node,
+72-CPU SMT2 machine that ``numactl --hardware`` shows publicly for that EC2 type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from numarun import cpulist
+
+
+class FakeMachine:
+    def __init__(
+        self,
+        nodes: Mapping[int, Iterable[int]],
+        siblings: Iterable[Iterable[int]],
+        *,
+        memory_mb: Mapping[int, int] | None = None,
+        distances: Mapping[int, Mapping[int, int]] | None = None,
+        offline: Iterable[int] = (),
+        packages: Mapping[int, int] | None = None,
+        vendor: str | None = None,
+        product: str | None = None,
+        numa_balancing: bool | None = False,
+    ) -> None:
+        self.nodes = {n: frozenset(c) for n, c in sorted(nodes.items())}
+        self.siblings = [frozenset(s) for s in siblings]
+        self.cpus = sorted(
+            {c for s in self.siblings for c in s} | {c for n in self.nodes.values() for c in n}
+        )
+        self.memory_mb = dict(memory_mb or {n: 1024 for n in self.nodes})
+        self.distances = distances or {
+            a: {b: 10 if a == b else 21 for b in self.nodes} for a in self.nodes
+        }
+        self.offline = frozenset(offline)
+        self.packages = dict(packages or {})
+        self.vendor, self.product, self.numa_balancing = vendor, product, numa_balancing
+
+    def write(self, root: Path, *, old_sysfs: bool = False) -> Path:
+        def put(rel: str, text: str) -> None:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+        ids = list(self.nodes)
+        put("sys/devices/system/node/online", cpulist.format_list(ids) + "\n")
+        put("sys/devices/system/node/possible", cpulist.format_list(ids) + "\n")
+        for node, cpus in self.nodes.items():
+            base = f"sys/devices/system/node/node{node}"
+            if old_sysfs:
+                put(f"{base}/cpumap", cpulist.format_mask(cpus) + "\n")
+            else:
+                put(f"{base}/cpulist", cpulist.format_list(cpus) + "\n")
+            total = self.memory_mb.get(node, 0) * 1024
+            put(
+                f"{base}/meminfo",
+                f"Node {node} MemTotal:       {total} kB\n"
+                f"Node {node} MemFree:        {total // 2} kB\n"
+                f"Node {node} MemUsed:        {total - total // 2} kB\n",
+            )
+            put(f"{base}/distance", " ".join(str(self.distances[node][b]) for b in ids) + "\n")
+        online = [c for c in self.cpus if c not in self.offline]
+        if not old_sysfs:
+            put("sys/devices/system/cpu/online", cpulist.format_list(online) + "\n")
+            put("sys/devices/system/cpu/possible", cpulist.format_list(self.cpus) + "\n")
+        node_of = {c: n for n, cpus in self.nodes.items() for c in cpus}
+        for sib in self.siblings:
+            for cpu in sorted(sib):
+                base = f"sys/devices/system/cpu/cpu{cpu}"
+                (root / base).mkdir(parents=True, exist_ok=True)
+                if cpu != 0:
+                    put(f"{base}/online", "0\n" if cpu in self.offline else "1\n")
+                if cpu in self.offline:
+                    continue
+                core = min(sib)
+                put(f"{base}/topology/physical_package_id", f"{self.packages.get(cpu, 0)}\n")
+                put(f"{base}/topology/core_id", f"{core % 1000}\n")
+                live = sorted(s for s in sib if s not in self.offline)
+                if old_sysfs:
+                    put(f"{base}/topology/thread_siblings", cpulist.format_mask(live) + "\n")
+                else:
+                    put(f"{base}/topology/core_cpus_list", cpulist.format_list(live) + "\n")
+                    put(f"{base}/topology/thread_siblings_list", cpulist.format_list(live) + "\n")
+                if cpu in node_of:
+                    (root / base / f"node{node_of[cpu]}").mkdir(exist_ok=True)
+        total = sum(self.memory_mb.values()) * 1024
+        put("proc/meminfo", f"MemTotal:       {total} kB\nMemFree:        {total // 2} kB\n")
+        put(
+            "proc/self/status",
+            f"Name:\tfake\nCpus_allowed_list:\t{cpulist.format_list(self.cpus)}\n"
+            f"Mems_allowed_list:\t{cpulist.format_list(ids)}\n",
+        )
+        if self.numa_balancing is not None:
+            put("proc/sys/kernel/numa_balancing", f"{int(self.numa_balancing)}\n")
+        put("proc/sys/kernel/osrelease", "6.1.0-test\n")
+        if self.vendor:
+            put("sys/class/dmi/id/sys_vendor", self.vendor + "\n")
+        if self.product:
+            put("sys/class/dmi/id/product_name", self.product + "\n")
+        return root
+
+    def confine(self, root: Path, cgroup: str, cpus: Iterable[int], mems: Iterable[int]) -> None:
+        """Put the process in a cgroup v2 cpuset (as a container or Slurm job would be)."""
+        (root / "proc/self").mkdir(parents=True, exist_ok=True)
+        (root / "proc/self/cgroup").write_text(f"0::{cgroup}\n")
+        (root / "proc/mounts").write_text(
+            "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
+        )
+        base = root / "sys/fs/cgroup" / cgroup.strip("/")
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "cpuset.cpus.effective").write_text(cpulist.format_list(cpus) + "\n")
+        (base / "cpuset.mems.effective").write_text(cpulist.format_list(mems) + "\n")
+
+
+def c5n_18xlarge() -> FakeMachine:
+    """2 nodes x 18 cores x 2 threads: node 0 = 0-17,36-53, node 1 = 18-35,54-71."""
+    return FakeMachine(
+        nodes={0: [*range(18), *range(36, 54)], 1: [*range(18, 36), *range(54, 72)]},
+        siblings=[(i, i + 36) for i in range(36)],
+        memory_mb={0: 95_000, 1: 96_000},
+        distances={0: {0: 10, 1: 21}, 1: {0: 21, 1: 10}},
+        packages={c: (0 if c % 36 < 18 else 1) for c in range(72)},
+        vendor="Amazon EC2",
+        product="c5n.18xlarge",
+    )
