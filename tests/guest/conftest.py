@@ -141,20 +141,26 @@ class GuestPool:
                         self._boot, numavm.get_shape(wanted)
                     )
             future = self._futures[shape.name]
+        # Decide outside the except blocks: a pytest.fail raised inside one would print the
+        # whole exception chain, burying the one line that says what is missing.
+        unavailable = broken = ""
         try:
             return future.result()
         except _UnavailableError as exc:
-            reason = (
-                f"QEMU NUMA guest unavailable: {exc}\n"
-                "Install: apt-get install qemu-system-x86 busybox-static kmod; then "
-                "`python tests/guest/numavm.py --setup`. "
-                "Set NUMARUN_GUEST=skip to skip guest tests instead."
-            )
-            if _policy() == "skip":
-                pytest.skip(reason.splitlines()[0] + " (NUMARUN_GUEST=skip)")
-            pytest.fail(reason, pytrace=False)
+            unavailable = str(exc)
         except numavm.GuestError as exc:
-            pytest.fail(f"QEMU NUMA guest {shape.name} failed: {exc}", pytrace=False)
+            broken = str(exc)
+        if broken:
+            pytest.fail(f"QEMU NUMA guest {shape.name} failed: {broken}", pytrace=False)
+        if _policy() == "skip":
+            pytest.skip(f"QEMU NUMA guest unavailable: {unavailable} (NUMARUN_GUEST=skip)")
+        pytest.fail(
+            f"QEMU NUMA guest unavailable: {unavailable}\n"
+            "Install: apt-get install qemu-system-x86 busybox-static kmod; then "
+            "`python tests/guest/numavm.py --setup`. "
+            "Set NUMARUN_GUEST=skip to skip guest tests instead.",
+            pytrace=False,
+        )
 
     def summary(self) -> list[str]:
         lines = []
