@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
             from numarun.commands.topology import run_topology
 
             return run_topology(args[1:])
+        if args[:1] == ["placement"] and "--help" not in args:
+            from numarun.commands.placement import run_placement  # measured against numastat
+
+            return run_placement(args[1:])
         from numarun.cli import run_app
 
         return run_app(args)

@@ -12,7 +12,7 @@ import importlib
 import typer
 
 # Modules under numarun.commands that add commands to the application, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("topology",)
+COMMAND_MODULES: tuple[str, ...] = ("topology", "placement")
 
 app = typer.Typer(
     name="numarun",

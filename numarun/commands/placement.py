@@ -1,0 +1,385 @@
+"""``numarun placement``, ``numarun numastat`` and ``numarun migrate``: where pages really are.
+
+``placement`` is parsed with argparse and reached from :mod:`numarun.__main__` without
+typer, like ``topology``: it is measured against ``numastat -p`` and typer's import alone
+costs ~70 ms. The typer application registers all three for help and for the other two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from numarun.errors import CheckFailedError, ProcessError, UnknownResourceError, UsageError
+
+if TYPE_CHECKING:
+    import typer
+
+    from numarun.numastat import NodeMemory
+    from numarun.report import ProcessReport
+    from numarun.topology import Topology
+
+PLACEMENT_HELP = (
+    "Show where a process's pages are, per node and kind of mapping, and judge them against "
+    "the policy they were allocated under."
+)
+NUMASTAT_HELP = "Show memory use and allocator counters per node (numastat -m and -n)."
+MIGRATE_HELP = "Move a process's pages to other nodes (migrate_pages) and show before and after."
+
+MB = 1 << 20
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"placement: {message}", "see 'numarun placement --help'")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="numarun placement", description=PLACEMENT_HELP, add_help=False)
+    p.add_argument("targets", nargs="+", metavar="PID-or-NAME")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", type=float, metavar="SECONDS")
+    p.add_argument("--check", action="store_true")
+    p.add_argument("--root", default="/")
+    return p
+
+
+def run_placement(argv: list[str]) -> int:
+    """The fast path: ``numarun placement ...`` without typer."""
+    args = _parser().parse_args(argv)
+    return placement(
+        args.targets, as_json=args.json, watch=args.watch, check=args.check, root=args.root
+    )
+
+
+# -- gathering -------------------------------------------------------------------------------
+
+
+def resolve(targets: Iterable[str]) -> list[int]:
+    """PIDs for ``targets``: numbers as given, names found like ``numastat -p`` finds them."""
+    from numarun import procfs
+
+    found: list[int] = []
+    for target in targets:
+        pids = procfs.find(target)
+        if not pids:
+            raise ProcessError(
+                f"no process matches {target!r}",
+                "give a PID, or part of a command name or command line",
+            )
+        found.extend(p for p in pids if p not in found)
+    return found
+
+
+def collect(pid: int, topology: Topology, memory: dict[int, NodeMemory]) -> ProcessReport:
+    """Read one process and judge it."""
+    from numarun import numamaps, procfs, report
+
+    cpus, mems = procfs.allowed(pid)
+    name = procfs.name(pid)
+    data = procfs.numa_maps(pid)
+    if not data and not procfs.exists(pid):
+        raise ProcessError(f"process {pid} exited while being read", "check the PID")
+    threads = procfs.thread_cpus(pid)
+    return report.build_report(
+        pid,
+        numamaps.summarize(data),
+        cpu_to_node={c.id: c.node for c in topology.cpus.values()},
+        cpus_allowed=cpus,
+        mems_allowed=mems,
+        thread_cpus=threads,
+        free={n: m.free_bytes for n, m in memory.items()},
+        total={n: m.total_bytes for n, m in memory.items()},
+        name=name,
+    )
+
+
+def placement(
+    targets: list[str],
+    *,
+    as_json: bool = False,
+    watch: float | None = None,
+    check: bool = False,
+    root: str = "/",
+    out: Callable[[str], object] | None = None,
+) -> int:
+    """Report on every target once, or every ``watch`` seconds until interrupted."""
+    write = out if out is not None else sys.stdout.write
+    from numarun import numastat
+    from numarun.topology import read_topology
+
+    if watch is not None and watch <= 0:
+        raise UsageError("--watch needs a positive number of seconds", "e.g. --watch 2")
+    pids = resolve(targets)
+    topology = read_topology(root)
+    while True:
+        memory = numastat.machine(root)
+        reports = [collect(pid, topology, memory) for pid in pids]
+        if as_json:
+            import json
+
+            data = {"time": round(time.time(), 3), "processes": [_json(r) for r in reports]}
+            write(json.dumps(data, indent=None if watch else 1) + "\n")
+        else:
+            write("\n".join(render(r, sorted(memory)) for r in reports))
+        failed = [r for r in reports if not r.ok]
+        if check and failed:
+            worst = failed[0]
+            reason = next(v.message for v in worst.verdicts if not v.ok)
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise CheckFailedError(
+                f"placement check failed for PID {worst.pid} ({worst.name}): {reason}{more}",
+                "move the memory (numarun migrate) or fix the policy the process starts with",
+            )
+        if watch is None:
+            return 0
+        if out is None:
+            sys.stdout.flush()  # a pipe reader (watch | tee) sees each round as it comes
+        time.sleep(watch)
+
+
+def _json(report: ProcessReport) -> dict[str, object]:
+    from numarun.report import to_json
+
+    return to_json(report)
+
+
+# -- drawing -----------------------------------------------------------------------------------
+
+
+def _bar(percent: float, width: int = 20) -> str:
+    fill = "█" if (sys.stdout.encoding or "").lower().startswith("utf") else "#"
+    empty = "·" if fill == "█" else "."
+    cells = round(percent / 100 * width)
+    return fill * cells + empty * (width - cells)
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:,.2f}"
+
+
+def render(report: ProcessReport, machine_nodes: list[int]) -> str:
+    """The human table for one process."""
+    from numarun import cpulist
+    from numarun.report import JUDGED_KINDS, share
+
+    summary = report.summary
+    kinds = summary.kind_bytes()
+    all_bytes = summary.node_bytes()
+    nodes = sorted(set(machine_nodes) | set(all_bytes))
+    judged = report.judged_bytes()
+    judged_total = sum(judged.values())
+    lines = [
+        f"PID {report.pid} ({report.name})  CPUs {cpulist.format_list(report.cpus_allowed)}"
+        f" on {_nodes(report.cpu_nodes)}  mems {cpulist.format_list(report.mems_allowed)}"
+        f"  {summary.mappings} mappings",
+    ]
+    head = f"{'MB':<20}" + "".join(f"{'Node ' + str(n):>12}" for n in nodes) + f"{'Total':>12}"
+    lines += [head, "-" * len(head)]
+    for kind, per_node in kinds.items():
+        label = kind if kind in JUDGED_KINDS else f"{kind} (not judged)"
+        lines.append(
+            f"{label:<20}"
+            + "".join(f"{_mb(per_node.get(n, 0)):>12}" for n in nodes)
+            + f"{_mb(sum(per_node.values())):>12}"
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'Total':<20}"
+        + "".join(f"{_mb(all_bytes.get(n, 0)):>12}" for n in nodes)
+        + f"{_mb(sum(all_bytes.values())):>12}"
+    )
+    lines.append("")
+    for n in nodes:
+        pct = share(judged.get(n, 0), judged_total)
+        lines.append(f"  node {n:<3} {_bar(pct)} {pct:5.1f}%  {_mb(judged.get(n, 0))} MB judged")
+    threads = report.threads
+    if threads:
+        by_node: dict[int | None, int] = {}
+        for _cpu, node in threads.values():
+            by_node[node] = by_node.get(node, 0) + 1
+        where = ", ".join(
+            f"{count} on node {node}" if node is not None else f"{count} on an unknown node"
+            for node, count in sorted(by_node.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        )
+        lines.append(f"  threads: {len(threads)} ({where}, by the CPU each last ran on)")
+    for v in report.verdicts:
+        lines.append(f"  {v.status.upper():<5} {v.policy}: {v.message}")
+    return "\n".join(lines) + "\n"
+
+
+def _nodes(nodes: Iterable[int]) -> str:
+    from numarun.report import nodes_text
+
+    found = list(nodes)
+    return nodes_text(found) if found else "no known node"
+
+
+# -- numarun numastat --------------------------------------------------------------------------
+
+
+def show_numastat(as_json: bool = False, root: str = "/") -> None:
+    from numarun import numastat
+
+    machine = numastat.machine(root)
+    if as_json:
+        import json
+
+        data = {
+            "nodes": {
+                str(n): {"meminfo_kb": m.meminfo, "counters_pages": m.counters}
+                for n, m in machine.items()
+            }
+        }
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    nodes = sorted(machine)
+    head = f"{'':<16}" + "".join(f"{'Node ' + str(n):>14}" for n in nodes) + f"{'Total':>14}"
+    lines = ["Per-node memory (MB):", head, "-" * len(head)]
+    for row in numastat.MEMINFO_ROWS:
+        values = [machine[n].meminfo.get(row) for n in nodes]
+        if all(v is None for v in values):
+            continue
+        scale = 1 if row.startswith("HugePages") else 1024  # counts, not kB
+        cells = [(v or 0) * scale for v in values]
+        lines.append(
+            f"{row:<16}"
+            + "".join(f"{_amount(c, scale):>14}" for c in cells)
+            + f"{_amount(sum(cells), scale):>14}"
+        )
+    if any(machine[n].counters for n in nodes):
+        lines += ["", "Allocator counters (pages since boot):", head, "-" * len(head)]
+        for row in numastat.COUNTERS:
+            cells = [machine[n].counters.get(row, 0) for n in nodes]
+            lines.append(f"{row:<16}" + "".join(f"{c:>14,}" for c in cells) + f"{sum(cells):>14,}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _amount(value: int, scale: int) -> str:
+    return f"{value:,}" if scale == 1 else f"{value / MB:,.2f}"
+
+
+# -- numarun migrate ---------------------------------------------------------------------------
+
+
+def _node_set(text: str, option: str, topology: Topology) -> frozenset[int]:
+    from numarun import cpulist
+
+    try:
+        nodes = cpulist.parse_list(text)
+    except ValueError as err:
+        raise UsageError(f"{option}: {err}", "give nodes as a list, e.g. 1 or 0-1") from None
+    if not nodes:
+        raise UsageError(f"{option} names no node", "give nodes as a list, e.g. 1 or 0-1")
+    unknown = nodes - topology.nodes.keys()
+    if unknown:
+        raise UnknownResourceError(
+            f"{option} names node {cpulist.format_list(unknown)}, which this machine does not "
+            f"have (nodes: {cpulist.format_list(topology.nodes)})",
+            "see 'numarun topology'",
+        )
+    return nodes
+
+
+def migrate(
+    target: str, to: str, from_: str | None = None, as_json: bool = False, root: str = "/"
+) -> int:
+    """Move a process's pages with migrate_pages and show the judged memory before and after."""
+    from numarun import mempolicy, numastat
+    from numarun.topology import read_topology
+
+    pids = resolve([target])
+    if len(pids) != 1:
+        raise UsageError(
+            f"{target!r} matches {len(pids)} processes ({', '.join(map(str, pids[:5]))})",
+            "give one PID",
+        )
+    pid = pids[0]
+    topology = read_topology(root)
+    to_nodes = _node_set(to, "--to", topology)
+    from_nodes = (
+        _node_set(from_, "--from", topology)
+        if from_ is not None
+        else frozenset(topology.nodes) - to_nodes
+    )
+    before = collect(pid, topology, numastat.machine(root))
+    started = time.perf_counter()
+    left = mempolicy.migrate_pages(pid, from_nodes, to_nodes) if from_nodes else 0
+    took = time.perf_counter() - started
+    after = collect(pid, topology, numastat.machine(root))
+    b, a = before.summary.node_bytes(), after.summary.node_bytes()
+    nodes = sorted(set(b) | set(a) | set(topology.nodes))
+    if as_json:
+        import json
+
+        data = {
+            "pid": pid,
+            "from_nodes": sorted(from_nodes),
+            "to_nodes": sorted(to_nodes),
+            "pages_not_moved": left,
+            "seconds": round(took, 3),
+            "before": _json(before),
+            "after": _json(after),
+        }
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return 0
+    done = (
+        f"moved pages from {_nodes(from_nodes)} to {_nodes(to_nodes)} in {took:.2f} s"
+        if from_nodes
+        else f"nothing to move: every node is in --to ({_nodes(to_nodes)})"
+    )
+    lines = [
+        f"PID {pid} ({after.name}): {done}"
+        + (f"; {left} pages could not be moved" if left else ""),
+        f"{'MB':<8}{'before':>12}{'after':>12}",
+    ]
+    for n in nodes:
+        lines.append(f"node {n:<3}{_mb(b.get(n, 0)):>12}{_mb(a.get(n, 0)):>12}")
+    for v in after.verdicts:
+        lines.append(f"  {v.status.upper():<5} {v.policy}: {v.message}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# -- typer -----------------------------------------------------------------------------------
+
+
+def register(app: typer.Typer) -> None:
+    import typer
+
+    @app.command("placement", help=PLACEMENT_HELP)
+    def placement_command(
+        targets: list[str] = typer.Argument(..., metavar="PID-or-NAME..."),  # noqa: B008
+        as_json: bool = typer.Option(False, "--json", help="Print JSON (fields: man numarun)."),
+        watch: float | None = typer.Option(
+            None, "--watch", metavar="SECONDS", help="Report again every SECONDS until Ctrl-C."
+        ),
+        check: bool = typer.Option(
+            False, "--check", help="Exit 10 when a verdict fails (for scripts, health checks)."
+        ),
+        root: str = typer.Option("/", "--root", help="Read sysfs under this root."),
+    ) -> None:
+        code = placement(targets, as_json=as_json, watch=watch, check=check, root=root)
+        raise typer.Exit(code)
+
+    @app.command("numastat", help=NUMASTAT_HELP)
+    def numastat_command(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        root: str = typer.Option("/", "--root", help="Read sysfs under this root."),
+    ) -> None:
+        show_numastat(as_json=as_json, root=root)
+
+    @app.command("migrate", help=MIGRATE_HELP)
+    def migrate_command(
+        target: str = typer.Argument(..., metavar="PID"),
+        to: str = typer.Option(..., "--to", metavar="NODES", help="Nodes to move pages to."),
+        from_: str | None = typer.Option(
+            None, "--from", metavar="NODES", help="Nodes to move pages from (default: all others)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        root: str = typer.Option("/", "--root", help="Read sysfs under this root."),
+    ) -> None:
+        raise typer.Exit(migrate(target, to, from_, as_json=as_json, root=root))
