@@ -582,10 +582,15 @@ def _boot_once(
             if not chunk:
                 return
             fds[fd] += chunk
-            if echo:
-                stream = mirror[id(fds[fd])]
-                stream.write(chunk)
-                stream.flush()
+            stream = mirror.get(id(fds[fd]))
+            if echo and stream is not None:
+                try:
+                    stream.write(chunk)
+                    stream.flush()
+                except OSError:
+                    # Our reader left (`numavm.py ... | head`): stop copying, keep draining
+                    # so the guest never blocks on a full port.
+                    del mirror[id(fds[fd])]
 
     console_path = job / "console.log"
     with (job / "qemu.log").open("wb") as qlog:
@@ -707,6 +712,11 @@ def boot_and_run(
         timed_out=at.timed_out,
         console=at.console,
     )
+    if at.hung:
+        raise GuestError(
+            f"guest ({shape.name}, {accel}) did not reach its init within {boot_timeout:.0f}s "
+            f"in {tried} boot(s); console tail:\n" + "\n".join(at.console.splitlines()[-20:])
+        )
     if at.rc is None and not at.timed_out:
         tail = "\n".join((at.console.splitlines() + at.qemu_log.splitlines())[-40:])
         raise GuestError(
