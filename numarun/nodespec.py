@@ -1,0 +1,129 @@
+"""Node and CPU specs as numactl reads them: ``all``, ``1``, ``0-3``, ``0,2``, ``!1``, ``+0``.
+
+Grammar (numactl(8), libnuma's ``numa_parse_nodestring``/``numa_parse_cpustring``)::
+
+    spec   := "all" | ["!"] ["+"] list
+    list   := the kernel list format: 0-3,8,10-31:2/4 (see numarun.cpulist)
+
+* ``all`` is every node (CPU) this process may use: the cgroup/cpuset's allowed set.
+* ``!LIST`` is ``all`` minus LIST ("all but"). numactl inverts over every configured id
+  and then fails on ids the cpuset forbids; numarun inverts within the allowed set, so
+  ``!1`` never names something the process may not use.
+* ``+LIST`` counts within the allowed set: ``+0`` is the first allowed node (CPU), ``+1-2``
+  the second and third. It is how a script says "the first node of my container" without
+  knowing the host's numbering.
+
+Parsing is split from resolution so that syntax errors can be reported before any file
+is read: :func:`parse_spec` checks the text; :func:`resolve` turns a parsed spec into ids
+given the sets of a topology. Errors are :class:`~numarun.errors.NumarunError` with the
+option's name in the message.
+"""
+
+from __future__ import annotations
+
+from numarun.cpulist import format_list, parse_list
+from numarun.errors import NotAllowedError, UnknownResourceError, UsageError
+
+# numactl's named node sources (netdev:eth0, pci:0000:3b:00.0, ...): not read by numarun.
+_NAMED_SOURCES = ("netdev:", "file:", "ip:", "block:", "pci:")
+
+
+class Spec:
+    """A parsed node or CPU spec. ``items`` are ids, or positions when ``relative``."""
+
+    __slots__ = ("everything", "invert", "items", "relative", "text")
+    text: str
+    everything: bool
+    invert: bool
+    relative: bool
+    items: frozenset[int]
+
+    def __init__(
+        self, text: str, *, everything: bool, invert: bool, relative: bool, items: frozenset[int]
+    ) -> None:
+        self.text = text
+        self.everything = everything
+        self.invert = invert
+        self.relative = relative
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"Spec({self.text!r})"
+
+
+def parse_spec(text: str, option: str = "--nodes", kind: str = "node") -> Spec:
+    """Check the syntax of ``text``; :class:`~numarun.errors.UsageError` names ``option``."""
+    raw = text.strip()
+    body = raw
+    if not body:
+        raise UsageError(f"{option} needs a {kind} list", f"give e.g. {option} 0 or {option} 0-1")
+    if body.lower() == "all":
+        return Spec(raw, everything=True, invert=False, relative=False, items=frozenset())
+    for source in _NAMED_SOURCES:
+        if body.startswith(source):
+            raise UsageError(
+                f"{option} {raw}: numarun does not resolve numactl's {source[:-1]}: names",
+                f"give {kind} numbers (see numarun --hardware)",
+            )
+    invert = body.startswith("!")
+    if invert:
+        body = body[1:]
+    relative = body.startswith("+")
+    if relative:
+        body = body[1:]
+    if body.lower() == "all" and not relative:
+        # "!all" is the empty set: never what anyone means, and an empty policy is refused.
+        raise UsageError(f"{option} {raw} names no {kind}s", f"give {kind} numbers")
+    try:
+        items = parse_list(body)
+    except ValueError as err:
+        raise UsageError(
+            f"{option} {raw!r} is not a {kind} list ({err})",
+            f"write {kind}s as numactl does: all, 1, 0-3, 0,2, !1 (all but 1), +0 (first allowed)",
+        ) from None
+    if not items:
+        raise UsageError(f"{option} needs a {kind} list", f"give e.g. {option} 0")
+    return Spec(raw, everything=False, invert=invert, relative=relative, items=items)
+
+
+def resolve(
+    spec: Spec,
+    *,
+    existing: frozenset[int],
+    allowed: frozenset[int],
+    option: str = "--nodes",
+    kind: str = "node",
+) -> frozenset[int]:
+    """The ids ``spec`` names, given the ``existing`` ids and the ``allowed`` ones.
+
+    ``all`` and ``!`` work within ``allowed``; ``+N`` is the N-th (from 0) id of ``allowed``
+    in ascending order. An id that does not exist raises
+    :class:`~numarun.errors.UnknownResourceError` listing the valid ones; a ``+N`` beyond the
+    allowed set raises :class:`~numarun.errors.NotAllowedError`. Explicit ids outside
+    ``allowed`` are returned as they are: whether that is an error depends on the use, and
+    the caller's message can say why (cgroup, offline, no memory).
+    """
+    usable = allowed & existing
+    if spec.everything:
+        return usable
+    if spec.relative:
+        ordered = sorted(usable)
+        beyond = sorted(i for i in spec.items if i >= len(ordered))
+        if beyond:
+            raise NotAllowedError(
+                f"{option} {spec.text}: position +{beyond[0]} is past the end of the "
+                f"{len(ordered)} {kind}(s) this process may use ({format_list(ordered) or 'none'})",
+                f"count from +0 up to +{len(ordered) - 1}" if ordered else f"allow some {kind}s",
+            )
+        named = frozenset(ordered[i] for i in spec.items)
+    else:
+        unknown = sorted(spec.items - existing)
+        if unknown:
+            plural = "s" if len(unknown) > 1 else ""
+            raise UnknownResourceError(
+                f"{option}: {kind}{plural} {format_list(unknown)} "
+                f"{'do' if plural else 'does'} not exist on this machine",
+                f"valid {kind}s are {format_list(existing) or 'none'}",
+            )
+        named = spec.items
+    return usable - named if spec.invert else named
