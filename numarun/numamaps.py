@@ -200,7 +200,9 @@ def _split_policy(tokens: list[str]) -> tuple[str, int]:
 
 def _parse_remainder(rest: str, address: int, policies: dict[str, Policy]) -> Mapping | None:
     """Parse what follows the address on one line; None when there is no policy at all."""
-    tokens = rest.split()
+    # Split on blanks only: a path may hold other whitespace (\r, \x1f, U+2028), which the
+    # kernel does not escape.
+    tokens = [t for t in rest.split(" ") if t]
     if not tokens:
         return None
     policy_text, used = _split_policy(tokens)
@@ -276,7 +278,7 @@ def parse_mappings(text: str) -> list[Mapping]:
     # Most remainders repeat (see summarize); parse each once and copy it per address.
     parsed: dict[str, Mapping | None] = {}
     out: list[Mapping] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): \r or \x1c may be part of a path
         address_text, blank, rest = line.partition(" ")
         if not blank:
             continue
