@@ -1,0 +1,537 @@
+"""Job specs: a TOML file of process groups, validated with pydantic, errors with file and line.
+
+A job spec is a list of ``[[process]]`` tables (see numarun-job(5) for every key)::
+
+    [[process]]
+    name = "cache"
+    command = ["redis-server", "--port", "70{worker}"]
+    workers = "per-node"
+    smt = "avoid"
+    policy = "bind"
+
+An optional ``[defaults]`` table holds keys that every process group takes unless it sets
+them itself (its ``env`` is merged key by key). :func:`load_spec` reads a file and returns a
+:class:`JobSpec`; every problem is a :class:`~numarun.errors.SpecError` (exit 3) of one line:
+``FILE:LINE: process[1].policy: what is wrong — how to fix it``. Process groups are counted
+from 0, as in the plan's JSON.
+
+The spec is machine-independent: node specs are checked for syntax here and resolved against a
+topology by :mod:`numarun.plan`. Policy presets are resolved here (they are files, and the
+planner stays pure).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from difflib import get_close_matches
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from numarun import cpulist, presets
+from numarun.errors import NumarunError, SpecError
+
+#: Placeholders that arguments, env values, cwd and log paths may use.
+PLACEHOLDERS = ("node", "worker", "cpus", "mem_nodes", "name")
+_PLACEHOLDER = re.compile(r"(?<![$\w])\{([A-Za-z_]\w*)\}")
+
+# What to write instead, per key: the "fix" half of an error message.
+HINTS: dict[str, str] = {
+    "name": 'write name = "web" (letters, digits, ".", "_", "-")',
+    "command": 'write command = ["prog", "--flag"] (a string only with shell = true)',
+    "shell": "write shell = true or shell = false",
+    "workers": 'write workers = "per-node", "per-socket" or a count such as 4',
+    "nodes": 'write a node spec such as "all", "0-3", "0,2", "!1" or "+0"',
+    "cpus_per_worker": 'write cpus_per_worker = "all" or a count such as 4',
+    "smt": 'write smt = "avoid" or smt = "allow"',
+    "reserve_cpus": 'write a CPU list such as reserve_cpus = "0" or reserve_cpus = [0, 1]',
+    "policy": "write a memory policy mode or a preset name (see numarun policies)",
+    "memory_nodes": 'write "local", "all", "local+cpuless" or a node spec such as "0-1"',
+    "env": 'write env = { NAME = "value" }',
+    "cwd": 'write cwd = "/srv/{name}"',
+    "restart": 'write restart = "always", "on-failure" or "never"',
+    "backoff": "write backoff = { initial = 0.5, max = 30, jitter = 0.1 } (seconds; jitter 0-1)",
+    "crash_loop": "write crash_loop = { limit = 5, window = 60 } (restarts within seconds)",
+    "on_failure": 'write on_failure = "stop-job" or on_failure = "continue"',
+    "stop_signal": 'write stop_signal = "SIGTERM" (or another signal name)',
+    "stop_timeout": "write stop_timeout = 10 (seconds)",
+    "logs": 'write logs = "inherit" or a file path such as "logs/{name}-{worker}.log"',
+    "stdin": 'write stdin = "null", "inherit" or a file path',
+    "process": "add [[process]] tables, each with name and command (see man numarun-job)",
+    "defaults": "write [defaults] with keys that every [[process]] takes",
+}
+
+_MISSING_HINTS = {
+    "name": 'add name = "web"',
+    "command": 'add command = ["prog", "--flag"]',
+    "process": 'add a [[process]] table with name = "..." and command = [...]',
+}
+
+
+def _fail(key: str, problem: str, fix: str | None = None) -> PydanticCustomError:
+    """An error that names the key it is about and carries its own fix."""
+    # The problem travels in the context, not the template: it may hold braces ({wroker}).
+    return PydanticCustomError(
+        "numarun", "{problem}", {"problem": problem, "key": key, "fix": fix or HINTS.get(key, "")}
+    )
+
+
+def _check_placeholders(key: str, text: str) -> None:
+    """A ``{wroker}`` that is a typo of a placeholder is an error; other braces are left be."""
+    for found in _PLACEHOLDER.finditer(text):
+        word = found.group(1)
+        if word in PLACEHOLDERS:
+            continue
+        close = get_close_matches(word, PLACEHOLDERS, n=1, cutoff=0.6)
+        if close:
+            raise _fail(
+                key,
+                f"unknown placeholder {{{word}}}",
+                f"did you mean {{{close[0]}}}? placeholders are "
+                + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS),
+            )
+
+
+def _check_node_spec(key: str, text: str) -> None:
+    # numarun.nodespec owns the numactl grammar; only its syntax check is wanted here.
+    from numarun.nodespec import parse_spec
+
+    try:
+        parse_spec(text, option=key)
+    except NumarunError as err:
+        raise _fail(key, err.problem) from None
+
+
+class Backoff(BaseModel):
+    """Delay before restarting a worker: ``initial`` doubling up to ``max``, +/- ``jitter``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    initial: float = Field(default=0.5, gt=0)
+    max: float = Field(default=30.0, gt=0)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Backoff:
+        if self.max < self.initial:
+            raise _fail("max", f"max = {self.max:g} is less than initial = {self.initial:g}")
+        return self
+
+
+class CrashLoop(BaseModel):
+    """A worker that exits ``limit`` times within ``window`` seconds is not restarted again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    limit: int = Field(default=5, ge=1)
+    window: float = Field(default=60.0, gt=0)
+
+
+class ProcessSpec(BaseModel):
+    """One ``[[process]]`` group. ``mode`` and ``preset`` are derived from ``policy``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str
+    shell: bool = False  # before command: command's validator reads it
+    command: str | tuple[str, ...]
+    workers: Literal["per-node", "per-socket"] | int = "per-node"
+    nodes: str = "all"
+    cpus_per_worker: Literal["all"] | int = "all"
+    smt: Literal["avoid", "allow"] = "allow"
+    reserve_cpus: frozenset[int] = frozenset()
+    policy: str = "default"
+    memory_nodes: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    backoff: Backoff = Field(default_factory=Backoff)
+    crash_loop: CrashLoop = Field(default_factory=CrashLoop)
+    on_failure: Literal["stop-job", "continue"] = "stop-job"
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = Field(default=10.0, ge=0)
+    logs: str = "inherit"
+    stdin: str = "null"
+    # Derived, never written by users (the before-validator refuses them).
+    mode: str = "default"
+    preset: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_policy(cls, data: Any) -> Any:
+        """Turn ``policy`` into a mode, and let a preset fill the keys the group leaves out."""
+        if not isinstance(data, dict):
+            return data
+        for derived in ("mode", "preset"):
+            if derived in data:
+                raise _fail(
+                    derived, f"unknown key '{derived}'", "name the policy with policy = ..."
+                )
+        policy = data.get("policy", "default")
+        if not isinstance(policy, str):
+            return data  # the field's own type check reports it
+        found = presets.find_preset(policy)
+        if found is not None:
+            return {**found.defaults(), **data, "mode": found.mode, "preset": found.name}
+        mode = presets.canonical_mode(policy)
+        if mode is None:
+            known = [*presets.MODES, *presets.preset_names()]
+            close = get_close_matches(policy, known, n=1)
+            raise _fail(
+                "policy",
+                f"unknown policy {policy!r}",
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"use a mode ({', '.join(presets.MODES)}) or a preset (numarun policies)",
+            )
+        return {**data, "mode": mode}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+            raise _fail("name", f"name {value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any, info: ValidationInfo) -> Any:
+        shell = info.data.get("shell", False)
+        if isinstance(value, str):
+            if not shell:
+                raise _fail(
+                    "command",
+                    "command is a string but shell is not true",
+                    'write an argv list, command = ["prog", "arg"], or add shell = true',
+                )
+            if not value.strip():
+                raise _fail("command", "command is empty")
+            _check_placeholders("command", value)
+            return value
+        if isinstance(value, list):
+            if not value:
+                raise _fail("command", "command is an empty list")
+            if shell:
+                raise _fail(
+                    "command",
+                    "with shell = true the command is one string",
+                    'write command = "prog arg | other" or drop shell = true',
+                )
+            for arg in value:
+                if isinstance(arg, str):
+                    _check_placeholders("command", arg)
+            return tuple(value)
+        return value
+
+    @field_validator("workers", "cpus_per_worker", mode="before")
+    @classmethod
+    def _count(cls, value: Any, info: ValidationInfo) -> Any:
+        key = info.field_name or ""
+        words = ("per-node", "per-socket") if key == "workers" else ("all",)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise _fail(key, f"must be {' or '.join(map(repr, words))} or a count")
+        if isinstance(value, int) and value < 1:
+            raise _fail(key, f"{key} = {value} must be at least 1")
+        if isinstance(value, str) and value not in words:
+            close = get_close_matches(value, words, n=1)
+            fix = f"did you mean '{close[0]}'?" if close else HINTS[key]
+            raise _fail(key, f"invalid value {value!r}", fix)
+        return value
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _nodes(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        elif isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            value = cpulist.format_list(value)
+        if isinstance(value, str):
+            _check_node_spec("nodes", value)
+        return value
+
+    @field_validator("memory_nodes", mode="before")
+    @classmethod
+    def _memory_nodes(cls, value: Any) -> Any:
+        if isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            value = cpulist.format_list(value)
+        if isinstance(value, str) and value not in presets.MEMORY_NODE_WORDS:
+            _check_node_spec("memory_nodes", value)
+        return value
+
+    @field_validator("reserve_cpus", mode="before")
+    @classmethod
+    def _reserve(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise _fail("reserve_cpus", "must be a CPU list, not a boolean")
+        if isinstance(value, int):
+            value = [value]
+        if isinstance(value, str):
+            try:
+                return cpulist.parse_list(value)
+            except ValueError as err:
+                raise _fail("reserve_cpus", f"not a CPU list: {err}") from None
+        if isinstance(value, list):
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+                raise _fail("reserve_cpus", "every CPU must be a non-negative integer")
+            return frozenset(value)
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for name, given in value.items():
+            if not name or "=" in name or "\0" in name:
+                raise _fail("env", f"{name!r} is not an environment variable name")
+            item = given
+            if isinstance(given, (int, float)) and not isinstance(given, bool):
+                item = str(given)  # PORT = 7000 is what people write; the environment is text
+            if isinstance(item, str):
+                _check_placeholders("env", item)
+            out[name] = item
+        return out
+
+    @field_validator("cwd", "logs", "stdin")
+    @classmethod
+    def _paths(cls, value: str | None, info: ValidationInfo) -> str | None:
+        key = info.field_name or ""
+        if value is not None:
+            if not value.strip():
+                raise _fail(key, f"{key} is empty")
+            _check_placeholders(key, value)
+        return value
+
+    @field_validator("stop_signal", mode="before")
+    @classmethod
+    def _signal(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return signal.Signals(value).name
+            except ValueError:
+                raise _fail("stop_signal", f"{value} is not a signal number") from None
+        if isinstance(value, str):
+            name = value.strip().upper()
+            name = name if name.startswith("SIG") else f"SIG{name}"
+            if name not in signal.Signals.__members__:
+                close = get_close_matches(name, list(signal.Signals.__members__), n=1)
+                raise _fail(
+                    "stop_signal",
+                    f"unknown signal {value!r}",
+                    f"did you mean '{close[0]}'?" if close else HINTS["stop_signal"],
+                )
+            return name
+        return value
+
+    @model_validator(mode="after")
+    def _memory_nodes_need_a_mode(self) -> ProcessSpec:
+        if self.memory_nodes is not None and self.mode in ("default", "local"):
+            raise _fail(
+                "memory_nodes",
+                f"memory_nodes has no effect with policy = {self.policy!r} (mode {self.mode})",
+                "drop memory_nodes or choose a policy such as bind or interleave",
+            )
+        if self.mode == "preferred" and self.memory_nodes == "all":
+            raise _fail(
+                "memory_nodes",
+                'mode preferred takes one node, not "all"',
+                'use policy = "preferred-many" or memory_nodes = "local"',
+            )
+        return self
+
+
+class JobSpec(BaseModel):
+    """A whole job spec: its process groups, and where each key was written."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    processes: tuple[ProcessSpec, ...]
+    path: str | None = None
+    # (process index, key) -> "file:line", for the planner's messages.
+    lines: dict[tuple[int, str], int] = Field(default_factory=dict)
+
+    def where(self, index: int, key: str | None = None) -> str:
+        """``job.toml:14: process[1].nodes``: the prefix of a message about that key."""
+        loc = f"process[{index}]" + (f".{key}" if key else "")
+        line = self.lines.get((index, key or ""))
+        if line is None:
+            line = self.lines.get((index, ""))
+        if self.path is None:
+            return loc
+        return f"{self.path}:{line}: {loc}" if line is not None else f"{self.path}: {loc}"
+
+
+_TOP_KEYS = ("process", "defaults")
+
+
+def load_spec(path: str | os.PathLike[str]) -> JobSpec:
+    """Read, parse and validate a job spec file; any problem is a one-line SpecError."""
+    return spec_from_doc(presets.read_toml(path, what="job spec"))
+
+
+def parse_spec_text(text: str, path: str = "<spec>") -> JobSpec:
+    """Like :func:`load_spec` for text already in hand (tests, stdin)."""
+    return spec_from_doc(presets.parse_toml(text, path))
+
+
+def spec_from_doc(doc: presets.TomlDoc) -> JobSpec:
+    data = doc.data
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise _spec_error(
+                doc, (key,), f"unknown top-level key '{key}'", _suggest(key, _TOP_KEYS)
+            )
+    groups = data.get("process")
+    if groups is None:
+        raise SpecError(f"{doc.path}: no [[process]] table", _MISSING_HINTS["process"])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise _spec_error(doc, ("process",), "process must be [[process]] tables", HINTS["process"])
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise _spec_error(doc, ("defaults",), "defaults must be a table", HINTS["defaults"])
+    for bad in ("name", "command"):
+        if bad in defaults:
+            raise _spec_error(
+                doc, ("defaults", bad), f"{bad} cannot have a default", f"set {bad} per [[process]]"
+            )
+    processes: list[ProcessSpec] = []
+    lines: dict[tuple[int, str], int] = {}
+    for index, raw in enumerate(groups):
+        merged = {**defaults, **raw}
+        if isinstance(defaults.get("env"), dict) and isinstance(raw.get("env"), dict):
+            merged["env"] = {**defaults["env"], **raw["env"]}
+        try:
+            processes.append(ProcessSpec.model_validate(merged))
+        except ValidationError as err:
+            raise _from_validation(doc, index, raw, defaults, err) from None
+        for key in ProcessSpec.model_fields:
+            origin = ("process", index, key) if key in raw else ("defaults", key)
+            line = doc.lines.get(origin)
+            if line is not None:
+                lines[(index, key)] = line
+        header = doc.lines.get(("process", index))
+        if header is not None:
+            lines[(index, "")] = header
+    names: dict[str, int] = {}
+    for index, group in enumerate(processes):
+        if group.name in names:
+            raise _spec_error(
+                doc,
+                ("process", index, "name"),
+                f"process[{index}].name: {group.name!r} is already the name of "
+                f"process[{names[group.name]}]",
+                "give each [[process]] its own name",
+                prefixed=True,
+            )
+        names[group.name] = index
+    return JobSpec(processes=tuple(processes), path=doc.path, lines=lines)
+
+
+def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
+    close = get_close_matches(key, known, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"keys are {', '.join(known)}"
+
+
+def _dotted(loc: tuple[object, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _spec_error(
+    doc: presets.TomlDoc, loc: tuple[object, ...], problem: str, fix: str, *, prefixed: bool = False
+) -> SpecError:
+    text = problem if prefixed else f"{_dotted(loc)}: {problem}"
+    return SpecError(f"{doc.where(loc)}: {text}", fix)
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a table",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "model_type": "a table",
+    "frozen_set_type": "a CPU list",
+}
+
+
+def _from_validation(
+    doc: presets.TomlDoc,
+    index: int,
+    raw: dict[str, Any],
+    defaults: dict[str, Any],
+    err: ValidationError,
+) -> SpecError:
+    """The first error of a group (by line) as one SpecError with location and fix."""
+    shaped = [_shape(index, raw, defaults, e) for e in err.errors()]
+    shaped.sort(key=lambda s: (doc.line_of(s[0]) or 0, len(s[0])))
+    loc, problem, fix = shaped[0]
+    return _spec_error(doc, loc, problem, fix)
+
+
+def _shape(
+    index: int, raw: dict[str, Any], defaults: dict[str, Any], error: Any
+) -> tuple[tuple[object, ...], str, str]:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "numarun" and (not loc or loc[-1] != ctx["key"]):
+        loc = (*loc, ctx["key"])  # raised by a model validator: name the key it is about
+    key = str(loc[0]) if loc else ""
+    # A key that came from [defaults] is reported where it was written.
+    from_defaults = bool(loc) and key not in raw and key in defaults
+    base: tuple[object, ...] = ("defaults",) if from_defaults else ("process", index)
+    full = (*base, *loc)
+    fix = HINTS.get(key, "see man numarun-job")
+    if kind == "numarun":
+        return full, str(error["msg"]), str(ctx.get("fix") or fix)
+    if kind == "extra_forbidden":
+        last = str(loc[-1])
+        known = _known_keys(loc[:-1])
+        return full, f"unknown key '{last}'", _suggest(last, known)
+    if kind == "missing":
+        last = str(loc[-1])
+        return full[:-1], f"missing key '{last}'", _MISSING_HINTS.get(last, fix)
+    if kind in _TYPE_WORDS:
+        given = presets._toml_type(error["input"])
+        return full, f"must be {_TYPE_WORDS[kind]}, not {given}", fix
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        return full, f"invalid value {error['input']!r} (expected {expected})", fix
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ").removeprefix("Input should be ")
+    if not error["msg"].startswith("Value error"):
+        message = f"must be {message}"
+    return full, message, fix
+
+
+def _known_keys(parent: tuple[object, ...]) -> list[str]:
+    model: type[BaseModel] = ProcessSpec
+    if parent and parent[0] == "backoff":
+        model = Backoff
+    elif parent and parent[0] == "crash_loop":
+        model = CrashLoop
+    return [k for k in model.model_fields if k not in ("mode", "preset")]
