@@ -331,7 +331,7 @@ def run_prefix(argv: list[str]) -> int:
         return 0
     plan = make_plan(request, topology, root=root, need_command=True)
     if opts.dry_run or opts.explain:
-        note = _probe(plan)
+        note = _probe(plan, live=opts.topology is None and opts.root is None)
         text = describe(plan, explain=opts.explain)
         if note:
             text += "\n" + note
@@ -343,19 +343,31 @@ def run_prefix(argv: list[str]) -> int:
     return 127  # not reached: exec_command replaces the process or raises
 
 
-def _probe(plan: Plan) -> str | None:
-    """For --dry-run: would the kernel take the policy? Apply it to this thread and restore."""
+def _probe(plan: Plan, *, live: bool) -> str | None:
+    """For --dry-run: would the kernel take the policy, or need the fallback?
+
+    On the live machine the policy is applied to this thread and restored, which also
+    finds seccomp filters. Checked against a snapshot, the nodes need not exist here, so
+    only the running kernel's version is consulted.
+    """
     if plan.policy is None:
         return None
-    from numarun.mempolicy import ModeUnsupportedError, fallback_policy, probe
+    from numarun.mempolicy import ModeUnsupportedError, fallback_policy, kernel_lacks, probe
 
     try:
-        probe(plan.policy)
+        if live:
+            probe(plan.policy)
+        else:
+            for feature in (plan.policy.mode, *sorted(plan.policy.flags)):
+                needed = kernel_lacks(feature)
+                if needed is not None:
+                    raise ModeUnsupportedError(feature, needed, refused=False)
     except ModeUnsupportedError as err:
         if plan.fallback is None:
             raise
         replacement = fallback_policy(plan.policy, plan.fallback)
-        probe(replacement)
+        if live:
+            probe(replacement)
         return f"note: {err.problem}; would use {replacement} instead (--fallback)"
     return None
 
