@@ -296,6 +296,93 @@ def touch_preferred(ctx: Context) -> JSONDict:
 
 
 # --------------------------------------------------------------------------------------------
+# numarun itself, run as `python -m numarun` from this checkout (tests: test_numarun.py).
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@check()
+def numarun_topology(ctx: Context) -> JSONDict:
+    """`numarun topology --json` in the guest, to compare with numactl, lscpu and sysfs."""
+    run = ctx.numarun("topology", "--json")
+    data = _json_or_none(run["stdout"])
+    run["stdout"] = run["stdout"][-2000:]
+    return {"topology": data, "run": run}
+
+
+@check(min_nodes=2)
+def numarun_membind(ctx: Context) -> JSONDict:
+    node = ctx.nodes - 1
+    return {"node": node, **ctx.touch(ctx.numarun_argv("--membind", str(node), "--"))}
+
+
+@check(min_nodes=2)
+def numarun_interleave(ctx: Context) -> JSONDict:
+    nodes = list(range(ctx.nodes))
+    spec = ",".join(map(str, nodes))
+    return {"nodes": nodes, **ctx.touch(ctx.numarun_argv("--interleave", spec, "--"))}
+
+
+@check(min_nodes=2)
+def numarun_preferred(ctx: Context) -> JSONDict:
+    """Preferred last node while running on node 0's CPUs (so not first-touch locality)."""
+    node = ctx.nodes - 1
+    argv = ctx.numarun_argv("--preferred", str(node), "--cpu-nodes", "0", "--")
+    return {"node": node, **ctx.touch(argv)}
+
+
+_AFFINITY = "import os, json; print(json.dumps(sorted(os.sched_getaffinity(0))))"
+
+
+@check()
+def numarun_smt_avoid(ctx: Context) -> JSONDict:
+    """The CPUs a command gets under `--smt avoid` (expected: one per physical core)."""
+    run = ctx.run(ctx.numarun_argv("--smt", "avoid", "--", ctx.python, "-I", "-S", "-c", _AFFINITY))
+    return {"cpus": _json_or_none(run["stdout"]), "run": run}
+
+
+@check()
+def numarun_unknown_node(ctx: Context) -> JSONDict:
+    """Binding to a node the machine does not have is refused; the command never runs."""
+    marker = "numarun-guest-command-ran"
+    run = ctx.run(ctx.numarun_argv("--membind", str(ctx.nodes + 3), "--", "echo", marker))
+    return {"node": ctx.nodes + 3, "ran": marker in run["stdout"], "run": run}
+
+
+@check(min_nodes=2)
+def numarun_outside_cpuset(ctx: Context) -> JSONDict:
+    """In a cgroup whose cpuset allows node 0 only, binding to the last node is refused and
+    numarun's topology reports the allowed set."""
+    cg = Path("/sys/fs/cgroup/numarun-guest-check")
+    Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+cpuset\n")
+    cg.mkdir(exist_ok=True)
+    (cg / "cpuset.cpus").write_text(",".join(map(str, ctx.node_cpus(0))) + "\n")
+    (cg / "cpuset.mems").write_text("0\n")
+    # The child joins the cgroup itself, then execs numarun: nothing else moves.
+    join = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh"]
+    marker = "numarun-guest-command-ran"
+    node = ctx.nodes - 1
+    refused = ctx.run([*join, *ctx.numarun_argv("--membind", str(node), "--", "echo", marker)])
+    topo = ctx.run([*join, *ctx.numarun_argv("topology", "--json")])
+    allowed = (_json_or_none(topo["stdout"]) or {}).get("allowed")
+    topo["stdout"] = topo["stdout"][-2000:]
+    ok_run = ctx.run([*join, *ctx.numarun_argv("--membind", "0", "--", "echo", marker)])
+    return {
+        "node": node,
+        "allowed_cpus": ctx.node_cpus(0),
+        "refused": refused | {"ran": marker in refused["stdout"]},
+        "allowed_run": ok_run | {"ran": marker in ok_run["stdout"]},
+        "topology_allowed": allowed,
+        "topology_run": topo,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # The --touch helper (runs as its own process, under whatever policy its parent set).
 
 
