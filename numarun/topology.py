@@ -13,7 +13,8 @@ Truths chosen where tools disagree (each tested against ``../shared/topologies``
 * **Memory-less nodes are kept** (``has_memory = False``); hwloc drops them, numactl shows
   them with size 0. **CPU-less nodes have no CPUs**, as numactl and lscpu say; hwloc's habit
   of lending them their package's CPUs as locality is not followed.
-* **A physical core is its set of SMT siblings**, never ``core_id`` alone, which repeats
+* **A physical core is its set of SMT siblings** (split by ``core_id`` where the kernel
+  calls two integer cores siblings, as on AMD Bulldozer), never ``core_id`` alone, which repeats
   across packages. Cores are numbered by numarun in order of their lowest CPU.
 * **Allowed** is what ``/proc/PID/status`` and the process's cpuset cgroup (v2
   ``cpuset.*.effective``, or the v1 cpuset) both allow; the whole machine is always reported.
@@ -343,6 +344,15 @@ def _read_cpus(
             if is_online
             else frozenset({cpu}),
         }
+    # AMD family 15h (Bulldozer): the kernel calls a module's two integer cores SMT
+    # siblings, though each has its own core_id and pipeline. Like hwloc, split such a
+    # sibling set by core_id, so a core is one hardware core on every vendor.
+    for r in raw.values():
+        mine = r["core_id"]
+        if mine is not None and len(r["siblings"]) > 1:
+            r["siblings"] = frozenset(
+                s for s in r["siblings"] if raw.get(s, {}).get("core_id", mine) == mine
+            )
     # A physical core is identified by its sibling set; core_id repeats across packages.
     groups = sorted({r["siblings"] | {c} for c, r in raw.items() if r["online"]}, key=min)
     core_index = {cpu: i for i, group in enumerate(groups) for cpu in group}
@@ -426,7 +436,10 @@ def _cpuset_v1(
     for _dev, point, fstype, opts in mounts:
         if fstype == "cpuset" or (fstype == "cgroup" and "cpuset" in opts):
             base = _under(point, path)
-            for prefix in ("cpuset.effective_", "cpuset.", ""):
+            # v1 keeps the configured sets in cpuset.cpus/mems (or cpus/mems when mounted
+            # as the old "cpuset" filesystem); read those first, as hwloc does. The kernel
+            # intersects them with online CPUs, which the topology does anyway.
+            for prefix in ("cpuset.", "", "cpuset.effective_"):
                 cpus = fs.read_list(f"{base}/{prefix}cpus")
                 mems = fs.read_list(f"{base}/{prefix}mems")
                 if cpus is not None or mems is not None:
