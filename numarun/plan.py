@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 Core = tuple[int, ...]  # one physical core: its usable threads, ascending
 
-_PLACEHOLDER = re.compile(r"(?<![$\w])\{(node|worker|cpus|mem_nodes|name)\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{(node|worker|cpus|mem_nodes|name)\}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from numarun.errors import NumarunError, SpecError
 
 #: Placeholders that arguments, env values, cwd and log paths may use.
 PLACEHOLDERS = ("node", "worker", "cpus", "mem_nodes", "name")
-_PLACEHOLDER = re.compile(r"(?<![$\w])\{([A-Za-z_]\w*)\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)\}")
 
 # What to write instead, per key: the "fix" half of an error message.
 HINTS: dict[str, str] = {
@@ -181,21 +181,23 @@ class ProcessSpec(BaseModel):
         policy = data.get("policy", "default")
         if not isinstance(policy, str):
             return data  # the field's own type check reports it
+        # A mode name is always that mode (as in the prefix form's --policy); the shipped
+        # presets named after modes only document them.
+        mode = presets.canonical_mode(policy)
+        if mode is not None:
+            return {**data, "mode": mode}
         found = presets.find_preset(policy)
         if found is not None:
             return {**found.defaults(), **data, "mode": found.mode, "preset": found.name}
-        mode = presets.canonical_mode(policy)
-        if mode is None:
-            known = [*presets.MODES, *presets.preset_names()]
-            close = get_close_matches(policy, known, n=1)
-            raise _fail(
-                "policy",
-                f"unknown policy {policy!r}",
-                f"did you mean '{close[0]}'?"
-                if close
-                else f"use a mode ({', '.join(presets.MODES)}) or a preset (numarun policies)",
-            )
-        return {**data, "mode": mode}
+        known = [*presets.MODES, *presets.preset_names()]
+        close = get_close_matches(policy, known, n=1)
+        raise _fail(
+            "policy",
+            f"unknown policy {policy!r}",
+            f"did you mean '{close[0]}'?"
+            if close
+            else f"use a mode ({', '.join(presets.MODES)}) or a preset (numarun policies)",
+        )
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,133 @@
+"""``numarun plan FILE`` and ``numarun policies``: preview a job's placement; list presets.
+
+``plan`` prints, per process group, a table of its workers (node, CPUs with the count of
+physical cores, memory policy, expanded command) and then the warnings; ``--json`` prints
+the plan as one object whose shape scripts rely on (see numarun-job(5), "PLAN JSON").
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import typer
+
+from numarun.cpulist import format_list
+from numarun.plan import Plan, ProcessPlan
+
+PLAN_HELP = (
+    "Show where every worker of a job spec would run: CPUs, node, memory policy, command. "
+    "Changes nothing."
+)
+POLICIES_HELP = "List the policy presets on the search path, with where each came from."
+
+
+def render_plan(plan: Plan) -> str:
+    """The plan as tables for people, one per process group, then the warnings."""
+    out: list[str] = []
+    for process in plan.processes:
+        out.extend(_table(process))
+        out.append("")
+    if plan.warnings:
+        out.extend(f"warning: {w}" for w in plan.warnings)
+    else:
+        out.pop()  # no blank line at the very end
+    return "\n".join(out)
+
+
+def _table(process: ProcessPlan) -> list[str]:
+    policy = process.policy + (
+        f" (preset, mode {process.workers[0].memory.mode})"
+        if process.preset and process.workers
+        else ""
+    )
+    count = len(process.workers)
+    head = (
+        f"process {process.name}: {count} worker{'s' if count != 1 else ''}, "
+        f"policy {policy}, smt {process.smt}"
+    )
+    rows = [("worker", "node", "cpus", "memory", "command")]
+    for w in process.workers:
+        memory = w.memory.mode + (f" {format_list(w.memory.nodes)}" if w.memory.nodes else "")
+        cpus = (
+            f"{format_list(w.cpus)} ({len(w.cpus)} on {w.cores} core{'s' if w.cores != 1 else ''})"
+        )
+        node = str(w.node) if len(w.nodes) <= 1 else f"{w.node} ({format_list(w.nodes)})"
+        rows.append((str(w.index), node, cpus, memory, shlex.join(w.argv)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [head]
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in range(4)]
+        lines.append("  " + "  ".join([*cells, row[4]]).rstrip())
+    return lines
+
+
+def render_policies() -> str:
+    from numarun import presets
+
+    listed = presets.list_presets()
+    if not listed:
+        return "no policy presets found"
+    rows = [("name", "mode", "from", "description")]
+    for preset, _shadowed in listed:
+        rows.append(
+            (preset.name, preset.mode, f"{preset.source}: {preset.path}", preset.description)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]).rstrip() for r in rows]
+    for preset, shadowed in listed:
+        for path in shadowed:
+            lines.append(f"note: {path} is shadowed by {preset.path}")
+    lines.append("search path: " + ", ".join(d for d, _ in presets.search_path()))
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan", help=PLAN_HELP)
+    def plan_command(
+        spec_file: str = typer.Argument(..., metavar="FILE", help="A job spec (TOML)."),
+        topology: str | None = typer.Option(
+            None,
+            "--topology",
+            metavar="FILE-or-DIR",
+            help="Plan for another machine: a saved snapshot or a sysfs root (default: this one).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    ) -> None:
+        from numarun.plan import plan_job
+        from numarun.spec import load_spec
+        from numarun.topology import load_topology
+
+        spec = load_spec(spec_file)  # before the topology: a bad file is the likelier error
+        plan = plan_job(load_topology(topology), spec)
+        if as_json:
+            json.dump(plan.to_dict(), sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            print(render_plan(plan))
+
+    @app.command("policies", help=POLICIES_HELP)
+    def policies_command(
+        as_json: bool = typer.Option(False, "--json", help="Print the presets as JSON."),
+    ) -> None:
+        if as_json:
+            from numarun import presets
+
+            data = [
+                {
+                    "name": p.name,
+                    "mode": p.mode,
+                    "source": p.source,
+                    "path": p.path,
+                    "description": p.description,
+                    "reason": p.reason,
+                    "defaults": p.defaults(),
+                    "shadows": shadowed,
+                }
+                for p, shadowed in presets.list_presets()
+            ]
+            json.dump(data, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            print(render_policies())
