@@ -1,0 +1,131 @@
+"""Workers' output, line by line, each line prefixed with who wrote it.
+
+Every pipe is read in chunks and cut into whole lines here, so a line is written out with
+one ``write`` and two workers' lines are never spliced mid-line, whatever the chunking.
+A line longer than :data:`MAX_LINE` is cut there (a worker that writes megabytes without
+a newline must not make the supervisor hold them all). The printer is injected into the
+supervisor, as in honcho, so tests and library callers capture or redirect output.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Protocol, TextIO
+
+from numarun.supervisor.model import WorkerSpec
+
+MAX_LINE = 64 * 1024
+
+# Foreground colours that read on dark and light terminals alike, one per worker in turn.
+_COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+_RESET = "\033[0m"
+
+
+class LineSplitter:
+    """Turns a stream of byte chunks into whole text lines (without their newline)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buf += chunk
+        lines: list[str] = []
+        start = 0
+        buf = self._buf
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            lines.append(buf[start:end].decode("utf-8", "replace"))
+            start = end + 1
+        del buf[:start]
+        while len(buf) >= MAX_LINE:
+            lines.append(buf[:MAX_LINE].decode("utf-8", "replace"))
+            del buf[:MAX_LINE]
+        return lines
+
+    def finish(self) -> list[str]:
+        """What is left at end of file: a last line without its newline, if any."""
+        if not self._buf:
+            return []
+        line = self._buf.decode("utf-8", "replace")
+        self._buf.clear()
+        return [line]
+
+
+class Printer(Protocol):
+    def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
+        """One line the worker wrote on ``stream`` (``stdout`` or ``stderr``)."""
+
+    def note(self, worker: WorkerSpec | None, text: str) -> None:
+        """A line from the supervisor itself about ``worker`` (None: about the job)."""
+
+
+class PrefixPrinter:
+    """``redis.0 n0 | text``: the worker's name, index and node, coloured on a terminal.
+
+    Worker stdout goes to ``out`` and stderr to ``err``; the supervisor's own notes go to
+    ``err`` so that a pipeline reading ``numarun run``'s stdout sees only workers' output.
+    Prefixes are padded to the widest one so the text columns line up.
+    """
+
+    def __init__(
+        self,
+        workers: Iterable[WorkerSpec] = (),
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        colour: bool | None = None,
+    ) -> None:
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        if colour is None:
+            colour = _isatty(self.out)
+        self.colour = colour
+        self._width = max((len(_tag(w)) for w in workers), default=0)
+        self._width = max(self._width, len("numarun"))
+
+    def _prefix(self, tag: str, index: int | None) -> str:
+        text = f"{tag:<{self._width}} |"
+        if self.colour:
+            code = "1" if index is None else _COLOURS[index % len(_COLOURS)]
+            return f"\033[{code}m{text}{_RESET}"
+        return text
+
+    def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
+        target = self.out if stream == "stdout" else self.err
+        target.write(f"{self._prefix(_tag(worker), worker.index)} {text}\n")
+        target.flush()
+
+    def note(self, worker: WorkerSpec | None, text: str) -> None:
+        tag = "numarun"
+        self.err.write(f"{self._prefix(tag, None)} {worker.label + ': ' if worker else ''}{text}\n")
+        self.err.flush()
+
+
+class QuietPrinter:
+    """Drops the supervisor's notes, keeps workers' lines in memory (tests, libraries)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, str]] = []  # (label, stream, text)
+        self.notes: list[str] = []
+
+    def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
+        self.lines.append((worker.label, stream, text))
+
+    def note(self, worker: WorkerSpec | None, text: str) -> None:
+        self.notes.append(f"{worker.label}: {text}" if worker else text)
+
+
+def _tag(worker: WorkerSpec) -> str:
+    node = f" n{worker.node}" if worker.node is not None else ""
+    return f"{worker.label}{node}"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
