@@ -286,7 +286,9 @@ def shipped_dir() -> str:
     for location in (spec.submodule_search_locations or []) if spec else []:
         if os.path.isdir(location):
             return os.path.abspath(location)
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies")
+    # A source checkout on sys.path (pip's "compat" editable mode, PYTHONPATH=.) does not
+    # apply pyproject's package-dir mapping: the presets are then beside the package.
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "policies")
 
 
 def _files(directory: str) -> Iterator[tuple[str, str]]:
