@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
 
 from numarun import cpulist
-from numarun.topology import Topology
+
+TYPE_CHECKING = False  # typing costs ms at start-up; only the type checker needs it
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from numarun.topology import Topology
 
 # SGR codes; used only when colour is on.
 _BOLD, _DIM, _CYAN, _YELLOW, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[36m", "\x1b[33m", "\x1b[0m"

@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 from numarun import sysfs
 from numarun.errors import TopologyError
+
+# typing and collections.abc are needed only by the type checker; importing them costs
+# several ms on every run of `numarun topology`, so they stay out of the runtime path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 SNAPSHOT_FORMAT = "numarun-topology"
 SNAPSHOT_VERSION = 1

@@ -8,11 +8,12 @@ registers the same command for ``numarun --help`` and ``numarun topology --help`
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
-from typing import TYPE_CHECKING
 
 from numarun.errors import UsageError
+
+TYPE_CHECKING = False  # keep typing off the start-up path
 
 if TYPE_CHECKING:
     import typer
@@ -78,7 +79,10 @@ def show(
     if hardware:
         sys.stdout.write(render.render_hardware(topology))
         return
-    width = shutil.get_terminal_size((80, 24)).columns
+    try:
+        width = os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        width = 80
     sys.stdout.write(
         render.render_drawing(
             topology, colour=render.use_colour(sys.stdout, colour), width=min(width, 120)
