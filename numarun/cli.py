@@ -12,7 +12,7 @@ import importlib
 import typer
 
 # Modules under numarun.commands that add commands to the application, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("topology", "placement", "plan")
+COMMAND_MODULES: tuple[str, ...] = ("topology", "placement", "plan", "run")
 
 app = typer.Typer(
     name="numarun",

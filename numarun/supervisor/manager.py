@@ -207,11 +207,15 @@ class Supervisor:
             for key, _mask in ready:
                 # Handling one ready file can close another of the same batch (a reaped
                 # worker's pipes are drained to their end): act only on files still ours.
-                kind, thing = key.data[0], key.data[-1]
-                if kind == "out" and self._streams.get(key.fd) is thing:
-                    self._read(thing)
-                elif kind == "exit" and thing.instance and thing.instance.pidfd == key.fd:
-                    self._reap(thing)
+                kind = key.data[0]
+                if kind == "out":
+                    stream: _Stream = key.data[1]
+                    if self._streams.get(key.fd) is stream:
+                        self._read(stream)
+                elif kind == "exit":
+                    worker: Worker = key.data[1]
+                    if worker.instance is not None and worker.instance.pidfd == key.fd:
+                        self._reap(worker)
                 elif kind == "signal":
                     self._read_signals()
             self._run_timers()
@@ -479,7 +483,7 @@ class Supervisor:
         self._emit("failed", w, status=w.last_status, message=why)
         for text in w.tail:
             self.printer.note(w.spec, f"last output: {text}")
-        if self.job.on_failure == "stop-job":
+        if w.spec.on_failure == "stop-job":
             self.stop(f"{w.spec.label} failed")
 
     # -- timers -------------------------------------------------------------------------

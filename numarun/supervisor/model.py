@@ -18,7 +18,6 @@ from numarun.mempolicy import MemoryPolicy
 
 RestartMode = Literal["always", "on-failure", "never"]
 OnFailure = Literal["stop-job", "continue"]
-Stdin = Literal["null", "inherit"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,9 @@ class WorkerSpec:
     restart: RestartSettings = field(default_factory=RestartSettings)
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
-    stdin: Stdin = "null"
+    stdin: str = "null"  # "null", "inherit" (the supervisor's own) or a file to read
     log: str | None = None
+    on_failure: OnFailure = "stop-job"  # what the job does when this worker fails
 
     @property
     def label(self) -> str:
@@ -86,7 +86,6 @@ class JobSpec:
 
     name: str
     workers: tuple[WorkerSpec, ...]
-    on_failure: OnFailure = "stop-job"
     source: str | None = None  # the spec file it came from, for ``numarun status``
 
 

@@ -108,6 +108,16 @@ def _log_fd(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
 
+def _open_stdin(worker: WorkerSpec) -> int:
+    try:
+        return os.open(worker.stdin, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise CommandNotFoundError(
+            f"{worker.label}: cannot open stdin file {worker.stdin}: {err.strerror}",
+            'create it, or set stdin = "null"',
+        ) from None
+
+
 def spawn(worker: WorkerSpec, placement: ThreadPlacement, now: float, wall: float) -> Instance:
     """Start one instance of ``worker``; raise a :class:`NumarunError` if it cannot start.
 
@@ -126,11 +136,17 @@ def spawn(worker: WorkerSpec, placement: ThreadPlacement, now: float, wall: floa
             stdout = _log_fd(worker.log)
             stderr = stdout
             to_close.append(stdout)
+        stdin: int | None = subprocess.DEVNULL
+        if worker.stdin == "inherit":
+            stdin = None
+        elif worker.stdin != "null":
+            stdin = _open_stdin(worker)
+            to_close.append(stdin)
         placement.apply(worker)
         try:
             proc = subprocess.Popen(
                 list(worker.argv),
-                stdin=subprocess.DEVNULL if worker.stdin == "null" else None,
+                stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
                 cwd=worker.cwd,

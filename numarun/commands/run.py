@@ -1,0 +1,240 @@
+"""``numarun run FILE``, ``numarun status [JOB]``, ``numarun stop JOB``: the supervisor's CLI.
+
+A thin layer over :class:`numarun.supervisor.Supervisor`: ``run`` plans the spec on this
+machine and supervises it in the foreground until it is stopped (SIGINT, SIGTERM, SIGHUP,
+or ``numarun stop``) or every worker is down; ``status`` and ``stop`` work from the state
+file a running ``numarun run`` keeps in the runtime directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import typer
+
+from numarun.errors import ProcessError, SupervisorError
+
+RUN_HELP = (
+    "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
+    "Runs in the foreground; Ctrl-C (or SIGTERM, or numarun stop JOB) stops the job, "
+    "a second Ctrl-C kills it at once. Exit 0 when stopped on request or every worker "
+    "exited successfully, 11 when workers failed."
+)
+STATUS_HELP = "List running jobs (or one job) with each worker's PID, state and placement."
+STOP_HELP = "Stop a running job as Ctrl-C would, and wait until every worker is down."
+
+
+def run_job(
+    spec_file: str,
+    *,
+    name: str | None = None,
+    colour: bool | None = None,
+    state_dir: str | None = None,
+) -> int:
+    from numarun.plan import plan_job
+    from numarun.spec import load_spec
+    from numarun.supervisor import PrefixPrinter, Supervisor
+    from numarun.supervisor.fromplan import job_from_plan
+    from numarun.topology import read_topology
+
+    spec = load_spec(spec_file)
+    plan = plan_job(read_topology(), spec)
+    for warning in plan.warnings:
+        print(f"numarun: warning: {warning}", file=sys.stderr)
+    job = job_from_plan(plan, name)
+    if colour is None and os.environ.get("NO_COLOR"):
+        colour = False
+    printer = PrefixPrinter(job.workers, colour=colour)
+    supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
+    with supervisor.handle_signals():
+        supervisor.start()
+        result = supervisor.run()
+    if not result.ok:
+        raise result.error()
+    return 0
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def _uptime(started: float | None) -> str:
+    if not started:
+        return "-"
+    seconds = int(max(0.0, time.time() - started))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def _verdicts(pids: list[int]) -> dict[int, str]:
+    """Each live worker's placement verdict from the placement report: pass, fail or skip."""
+    out: dict[int, str] = {}
+    if not pids:
+        return out
+    try:
+        from numarun import numastat
+        from numarun.commands.placement import collect
+        from numarun.topology import read_topology
+
+        topology = read_topology()
+        memory = numastat.machine()
+    except Exception:  # no report for this view; the table still shows what it has
+        return out
+    for pid in pids:
+        try:
+            out[pid] = collect(pid, topology, memory).status
+        except Exception:  # exited meanwhile, or not ours to read
+            out[pid] = "-"
+    return out
+
+
+def _find_jobs(job: str | None, state_dir: str | None) -> list[tuple[str, dict[str, Any]]]:
+    from numarun.supervisor import state
+
+    jobs = state.list_jobs(state_dir)
+    if job is None:
+        return jobs
+    chosen = [(p, d) for p, d in jobs if d.get("job") == job]
+    if not chosen:
+        running = ", ".join(d.get("job", "?") for _, d in jobs) or "none"
+        raise ProcessError(
+            f"no job named {job} is running (running: {running})",
+            "see numarun status; a job is named after its spec file unless run with --name",
+        )
+    return chosen
+
+
+def render_status(jobs: list[tuple[str, dict[str, Any]]], verdicts: dict[int, str]) -> str:
+    if not jobs:
+        return "no numarun jobs are running"
+    lines: list[str] = []
+    for _path, data in jobs:
+        sup = data.get("supervisor", {})
+        workers = data.get("workers", [])
+        up = sum(1 for w in workers if w.get("state") == "running")
+        lines.append(
+            f"job {data.get('job')}: {up}/{len(workers)} running, {data.get('state')}, "
+            f"supervisor pid {sup.get('pid')}, up {_uptime(sup.get('started'))}"
+            + (f", spec {data['source']}" if data.get("source") else "")
+        )
+        rows = [("worker", "state", "pid", "up", "starts", "node", "cpus", "memory", "verdict")]
+        for w in workers:
+            pid = w.get("pid")
+            rows.append(
+                (
+                    f"{w.get('name')}.{w.get('index')}",
+                    w.get("state", "?"),
+                    str(pid) if pid else "-",
+                    _uptime(w.get("started")) if pid else "-",
+                    str(w.get("starts", 0)),
+                    str(w.get("node")) if w.get("node") is not None else "-",
+                    w.get("cpus") or "any",
+                    w.get("memory") or "default",
+                    verdicts.get(pid, "-") if pid else "-",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+        for w in workers:
+            if w.get("failure"):
+                lines.append(f"  {w.get('name')}.{w.get('index')} failed: {w['failure']}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+def status(job: str | None, *, as_json: bool, verdict: bool, state_dir: str | None) -> int:
+    jobs = _find_jobs(job, state_dir)
+    pids = [w["pid"] for _, d in jobs for w in d.get("workers", []) if w.get("pid")]
+    verdicts = _verdicts(pids) if verdict else {}
+    if as_json:
+        out = []
+        for _, data in jobs:
+            for w in data.get("workers", []):
+                if w.get("pid") in verdicts:
+                    w["verdict"] = verdicts[w["pid"]]
+            out.append(data)
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render_status(jobs, verdicts))
+    return 0
+
+
+# -- stop --------------------------------------------------------------------------------
+
+
+def stop(job: str, *, now: bool, timeout: float, state_dir: str | None) -> int:
+    from numarun.supervisor import state
+
+    ((_path, data),) = _find_jobs(job, state_dir)
+    pid = int(data["supervisor"]["pid"])
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return 0  # it ended between the look-up and now: stopped, as asked
+    try:
+        if not state.supervisor_alive(data):  # the PID was reused after we read the file
+            return 0
+        os.kill(pid, signal.SIGTERM)
+        if now:
+            # The second stop signal makes the supervisor SIGKILL every worker at once.
+            time.sleep(0.05)
+            os.kill(pid, signal.SIGTERM)
+        import select
+
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    except ProcessLookupError:
+        return 0
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise SupervisorError(
+            f"job {job} (supervisor pid {pid}) is still stopping after {timeout:g} s",
+            f"wait, or run numarun stop --now {job} to kill its workers at once",
+        )
+    print(f"numarun: job {job} stopped", file=sys.stderr)
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run", help=RUN_HELP)
+    def run_command(
+        spec_file: str = typer.Argument(..., metavar="FILE", help="A job spec (TOML)."),
+        name: str | None = typer.Option(
+            None, "--name", help="The job's name for status and stop (default: FILE's stem)."
+        ),
+        colour: bool | None = typer.Option(
+            None, "--color/--no-color", help="Colour prefixes (default: on a terminal)."
+        ),
+    ) -> None:
+        raise typer.Exit(run_job(spec_file, name=name, colour=colour))
+
+    @app.command("status", help=STATUS_HELP)
+    def status_command(
+        job: str | None = typer.Argument(None, metavar="[JOB]", help="One job (default: all)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the state files as JSON."),
+        verdict: bool = typer.Option(
+            True, "--verdict/--no-verdict", help="Judge each worker's memory placement."
+        ),
+    ) -> None:
+        raise typer.Exit(status(job, as_json=as_json, verdict=verdict, state_dir=None))
+
+    @app.command("stop", help=STOP_HELP)
+    def stop_command(
+        job: str = typer.Argument(..., metavar="JOB", help="The job's name (see numarun status)."),
+        now: bool = typer.Option(False, "--now", help="Kill the workers at once (SIGKILL)."),
+        timeout: float = typer.Option(
+            60.0, "--timeout", metavar="SECONDS", help="How long to wait for the job to end."
+        ),
+    ) -> None:
+        raise typer.Exit(stop(job, now=now, timeout=timeout, state_dir=None))
