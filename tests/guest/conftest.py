@@ -59,16 +59,21 @@ class GuestReport:
     checks: dict[str, dict[str, Any]]
     result: numavm.GuestResult  # stdout (the JSON), stderr, boot_seconds, accel, ...
     inguest_seconds: float
+    plugin_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def check(self, name: str) -> dict[str, Any]:
         """The result dict of check ``name``; fails the test, with the guest's traceback,
         when the check raised or did not run."""
         entry = self.checks.get(name)
         if entry is None:
+            broken = "".join(
+                f"\nimport of {mod} failed in the guest:\n{tb}"
+                for mod, tb in self.plugin_errors.items()
+            )
             pytest.fail(
                 f"check {name!r} did not run in the {self.shape.name} guest "
                 f"(not registered in inguest.py / checks_*.py, or min_nodes > "
-                f"{self.shape.nodes}); ran: {', '.join(self.checks)}",
+                f"{self.shape.nodes}); ran: {', '.join(self.checks)}{broken}",
                 pytrace=False,
             )
         if "error" in entry:
@@ -123,7 +128,9 @@ class GuestPool:
         for line in res.stdout.splitlines():
             if line.startswith(RESULT_PREFIX):
                 data = json.loads(line[len(RESULT_PREFIX) :])
-                return GuestReport(shape, data["checks"], res, data["seconds"])
+                return GuestReport(
+                    shape, data["checks"], res, data["seconds"], data.get("plugin_errors", {})
+                )
         why = "timed out" if res.timed_out else f"exited {res.returncode}"
         raise numavm.GuestError(
             f"inguest.py in the {shape.name} guest {why} without results "

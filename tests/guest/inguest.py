@@ -61,6 +61,7 @@ class CheckSpec:
 
 
 REGISTRY: dict[str, CheckSpec] = {}
+PLUGIN_ERRORS: dict[str, str] = {}  # checks_*.py module -> traceback of its failed import
 
 
 def check(name: str | None = None, *, min_nodes: int = 1) -> Callable[[CheckFunc], CheckFunc]:
@@ -450,8 +451,12 @@ def load_plugins() -> list[str]:
         sys.path.insert(0, str(HERE))
     loaded = []
     for path in sorted(HERE.glob("checks_*.py")):
-        importlib.import_module(path.stem)
-        loaded.append(path.stem)
+        try:
+            importlib.import_module(path.stem)
+        except Exception:  # one broken plugin must not cost the other checks' results
+            PLUGIN_ERRORS[path.stem] = traceback.format_exc()
+        else:
+            loaded.append(path.stem)
     return loaded
 
 
@@ -501,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "shape": ctx.shape,
         "plugins": plugins,
+        "plugin_errors": PLUGIN_ERRORS,
         "checks": run_checks(ctx, only),
         "seconds": round(time.monotonic() - t0, 2),
     }

@@ -604,7 +604,7 @@ def _boot_once(
     try:
         while proc.poll() is None:
             for key, _ in sel.select(timeout=0.05):
-                pump(key.fd)  # type: ignore[arg-type]
+                pump(int(key.fd))
             now = time.monotonic()
             if not started:
                 console = console_path.read_bytes() if console_path.exists() else b""

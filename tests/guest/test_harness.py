@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # conftest is pytest's to import; only the type is needed her
 def _share(touch: dict[str, Any], node: int) -> float:
     """Fraction of the helper's buffer on ``node``, against the pages it asked for."""
     assert touch["total"] >= touch["expected_pages"], touch
-    return int(touch["pages"].get(str(node), 0)) / touch["total"]
+    return int(touch["pages"].get(str(node), 0)) / int(touch["total"])
 
 
 def _describe(touch: dict[str, Any]) -> str:

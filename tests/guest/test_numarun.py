@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # conftest is pytest's to import; only the type is needed her
 def _share(touch: dict[str, Any], node: int) -> float:
     assert touch["run"]["rc"] == 0, touch["run"]["stderr"]
     assert touch["total"] >= touch["expected_pages"], touch
-    return int(touch["pages"].get(str(node), 0)) / touch["total"]
+    return int(touch["pages"].get(str(node), 0)) / int(touch["total"])
 
 
 def _describe(touch: dict[str, Any]) -> str:
