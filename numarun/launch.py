@@ -115,7 +115,7 @@ class Plan:
 
 
 def _source(topology: Topology) -> str:
-    return topology.allowed.source or "the process's cpuset"
+    return topology.allowed.source or "/proc/self/status"
 
 
 def _memory_nodes(request: Request, topology: Topology, plan: Plan) -> frozenset[int] | None:
@@ -153,8 +153,8 @@ def _memory_nodes(request: Request, topology: Topology, plan: Plan) -> frozenset
         if outside:
             raise NotAllowedError(
                 f"{option}: node {format_list(outside)} is outside the memory nodes this "
-                f"process may use; the cgroup/cpuset ({_source(topology)}) allows only "
-                f"{format_list(allowed) or 'none'}",
+                f"process may use: its cgroup/cpuset allows only {format_list(allowed) or 'none'} "
+                f"(read from {_source(topology)})",
                 f"choose from {format_list(allowed & with_memory) or 'none'}, or widen "
                 "cpuset.mems of the cgroup",
             )
@@ -194,8 +194,8 @@ def _cpus_of_nodes(request: Request, topology: Topology, plan: Plan) -> frozense
                 )
             raise NotAllowedError(
                 f"{option}: the CPUs of node {node} ({format_list(online)}) are outside this "
-                f"process's allowed CPUs; the cgroup/cpuset ({_source(topology)}) allows "
-                f"{format_list(topology.allowed.cpus) or 'none'}",
+                "process's allowed CPUs: its cgroup/cpuset allows "
+                f"{format_list(topology.allowed.cpus) or 'none'} (read from {_source(topology)})",
                 f"choose from nodes {format_list(with_cpus) or 'none'}",
             )
     cpus = frozenset().union(*(topology.usable_cpus(n) for n in nodes))
@@ -226,9 +226,9 @@ def _explicit_cpus(request: Request, topology: Topology, plan: Plan) -> frozense
         outside = sorted(cpus - topology.allowed.cpus)
         if outside:
             raise NotAllowedError(
-                f"{option}: CPU {format_list(outside)} is outside this process's allowed CPUs; "
-                f"the cgroup/cpuset ({_source(topology)}) allows "
-                f"{format_list(topology.allowed.cpus) or 'none'}",
+                f"{option}: CPU {format_list(outside)} is outside this process's allowed CPUs: "
+                f"its cgroup/cpuset allows {format_list(topology.allowed.cpus) or 'none'} "
+                f"(read from {_source(topology)})",
                 f"choose from {format_list(usable) or 'none'}, or widen cpuset.cpus",
             )
     plan.reasons.append(f"CPUs {format_list(cpus) or 'none'}: from {option} {spec.text}")
@@ -543,10 +543,7 @@ def exec_command(executable: str, argv: list[str]) -> None:
         os.execv(executable, argv)
     except OSError as err:
         if err.errno == 8:  # ENOEXEC
-            try:  # noqa: SIM105 - contextlib costs start-up time on this path
-                os.execv("/bin/sh", ["sh", executable, *argv[1:]])
-            except OSError:
-                pass
+            _exec_or_return("/bin/sh", ["sh", executable, *argv[1:]])
         if err.errno == 2:
             raise CommandNotFoundError(
                 f"{argv[0]}: {executable} vanished or its interpreter is missing ({err.strerror})",
@@ -556,6 +553,14 @@ def exec_command(executable: str, argv: list[str]) -> None:
             f"{argv[0]}: cannot execute {executable}: {err.strerror}",
             "check its permissions and format (is it built for this machine?)",
         ) from None
+
+
+def _exec_or_return(executable: str, argv: list[str]) -> None:
+    """``execv`` that returns, rather than raises, when it fails (the caller reports)."""
+    try:
+        os.execv(executable, argv)
+    except OSError:
+        return
 
 
 # -- applying -----------------------------------------------------------------------------
