@@ -42,12 +42,15 @@ class FakeClock:
     """A clock that only moves when the supervisor would wait for a timer.
 
     Real events (output, exits, signals) are still waited for in real time when no timer
-    is due, since a test's worker really has to run; but a wait *for a timer* returns at
-    once with the fake time moved to the deadline.
+    is due, since a test's worker really has to run; but a wait *for a timer* returns after
+    at most ``grace`` real seconds with the fake time moved to the deadline. The grace lets
+    what is already under way (a worker exiting on its stop signal) happen first, as it
+    would in the real time the timer stands for.
     """
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, grace: float = 0.05) -> None:
         self.t = start
+        self.grace = grace
         self.waits: list[float] = []  # every timer wait, for tests of the backoff
 
     def now(self) -> float:
@@ -62,7 +65,7 @@ class FakeClock:
     def select(self, selector: selectors.BaseSelector, timeout: float | None) -> Ready:
         if timeout is None:
             return selector.select(None)
-        ready = selector.select(0)
+        ready = selector.select(min(timeout, self.grace))
         if ready:
             return ready
         self.waits.append(timeout)

@@ -1,0 +1,559 @@
+"""The supervisor's loop: restarts with backoff, crash loops, stop, output, placement, state.
+
+Restart timing runs on an injected :class:`FakeClock`: workers really run (``sh -c``), but a
+wait for a backoff timer returns at once with the fake time moved on, so these tests do not
+sleep through back-offs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from numarun.cpulist import format_list
+from numarun.mempolicy import MemoryPolicy
+from numarun.supervisor import (
+    Event,
+    FakeClock,
+    JobSpec,
+    LineSplitter,
+    PrefixPrinter,
+    QuietPrinter,
+    RestartSettings,
+    Supervisor,
+    WorkerSpec,
+    backoff_delay,
+)
+from numarun.supervisor import state as statefile
+
+SH = "/bin/sh"
+
+
+def live_group_members(pgid: int, wait: float = 3.0) -> list[int]:
+    """PIDs of processes in group ``pgid`` that are not zombies, after up to ``wait`` s.
+
+    A killed grandchild is a zombie until init reaps it, and kill(2) still "finds" it.
+    """
+    import psutil
+
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for proc in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(proc.pid)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def worker(
+    name: str,
+    script: str,
+    *,
+    index: int = 0,
+    restart: RestartSettings | None = None,
+    **kw: object,
+) -> WorkerSpec:
+    return WorkerSpec(
+        name=name,
+        index=index,
+        argv=(SH, "-c", script),
+        restart=restart or RestartSettings(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def supervise(
+    *workers: WorkerSpec, clock: FakeClock | None = None, **kw: object
+) -> tuple[Supervisor, list[Event], QuietPrinter]:
+    printer = QuietPrinter()
+    sup = Supervisor(
+        JobSpec("test", tuple(workers)),
+        printer=printer,
+        clock=clock or FakeClock(),
+        rng=random.Random(7),
+        state_dir=False,
+        guardian=False,
+        **kw,  # type: ignore[arg-type]
+    )
+    events = list(sup.events())
+    return sup, events, printer
+
+
+def kinds(events: list[Event], label: str) -> list[str]:
+    return [e.kind for e in events if e.worker is not None and e.worker.label == label]
+
+
+# -- backoff ----------------------------------------------------------------------------
+
+
+def test_backoff_doubles_to_its_cap_without_jitter() -> None:
+    rs = RestartSettings(backoff_initial=0.5, backoff_max=4.0, backoff_jitter=0.0)
+    rng = random.Random(1)
+    assert [backoff_delay(rs, n, rng) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
+
+
+def test_backoff_jitter_stays_within_its_fraction_and_the_cap() -> None:
+    rs = RestartSettings(backoff_initial=1.0, backoff_max=8.0, backoff_jitter=0.25)
+    rng = random.Random(3)
+    for n in range(1, 6):
+        base = min(8.0, 2.0 ** (n - 1))
+        for _ in range(200):
+            d = backoff_delay(rs, n, rng)
+            assert base * 0.75 <= d <= min(base * 1.25, 8.0)
+
+
+# -- restarts ---------------------------------------------------------------------------
+
+
+def test_a_crashing_worker_restarts_with_growing_delays_then_fails_as_a_crash_loop() -> None:
+    rs = RestartSettings(
+        restart="on-failure",
+        backoff_initial=1.0,
+        backoff_max=8.0,
+        backoff_jitter=0.0,
+        crash_limit=5,
+        crash_window=100.0,
+    )
+    clock = FakeClock()
+    sup, events, printer = supervise(worker("crash", "echo boom; exit 1", restart=rs), clock=clock)
+    restarts = [e for e in events if e.kind == "restarting"]
+    assert [e.delay for e in restarts] == [1.0, 2.0, 4.0, 8.0]
+    # The fake clock jumped exactly those delays (and no others): no real waiting.
+    assert clock.waits == [1.0, 2.0, 4.0, 8.0]
+    exits = [e for e in events if e.kind == "exited"]
+    assert len(exits) == 5 and all(e.status is not None and e.status.code == 1 for e in exits)
+    # Each restart comes later than the last by the growing delay.
+    spawns = [e.time for e in events if e.kind == "spawned"]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(spawns)]
+    assert gaps == [1.0, 2.0, 4.0, 8.0]
+    (failed,) = [e for e in events if e.kind == "failed"]
+    assert failed.message == ("exit status 1, crash loop: 5 exits within 100 s (crash_limit 5)")
+    assert events[-1].kind == "job-done"
+    result = sup.result()
+    assert not result.ok and result.exit_code == 11
+    (w,) = sup.workers
+    assert w.state == "failed" and w.starts == 5 and list(w.tail) == ["boom"] * 5
+    err = result.error()
+    assert err.exit_code == 11 and "\n" not in err.message
+    assert err.message.startswith("1 worker failed: crash.0 exit status 1, crash loop")
+    assert "crash.0: last output: boom" in printer.notes
+
+
+def test_slow_crashes_outside_the_window_are_not_a_loop() -> None:
+    # Exits further apart than the window never add up to the limit; the run only ends
+    # because restart count is cut off here by a worker that succeeds on its 4th start.
+    rs = RestartSettings(
+        backoff_initial=10.0, backoff_max=10.0, backoff_jitter=0, crash_limit=2, crash_window=5
+    )
+    script = 'n=$(cat "$F" 2>/dev/null || echo 0); echo $((n+1)) > "$F"; [ "$n" -ge 3 ]'
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"numarun-slow-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    try:
+        sup, events, _ = supervise(
+            worker("slow", script, restart=rs, env={"F": str(tmp), "PATH": os.defpath})
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+    assert kinds(events, "slow.0").count("restarting") == 3
+    assert sup.workers[0].state == "exited" and sup.result().ok
+
+
+def test_restart_never_leaves_a_failed_worker_down() -> None:
+    rs = RestartSettings(restart="never")
+    sup, events, _ = supervise(
+        worker("once", "exit 3", restart=rs),
+        worker("other", "sleep 30", index=1, restart=rs),
+    )
+    assert kinds(events, "once.0") == ["spawned", "exited", "failed"]
+    (failed,) = [e for e in events if e.kind == "failed"]
+    assert failed.message == "exit status 3 (restart = never)"
+    # on_failure = stop-job (the default): the other worker was stopped.
+    assert kinds(events, "other.1") == ["spawned", "stopping", "exited", "done"]
+    assert sup.workers[1].state == "stopped"
+    assert sup.result().reason == "once.0 failed"
+    assert sup.result().exit_code == 11
+
+
+def test_on_failure_continue_keeps_the_others_running() -> None:
+    rs = RestartSettings(restart="never")
+    sup, events, _ = supervise(
+        worker("bad", "exit 2", restart=rs, on_failure="continue"),
+        worker("good", "sleep 0.3; exit 0", index=1, restart=rs),
+    )
+    assert sup.workers[0].state == "failed"
+    assert kinds(events, "good.1") == ["spawned", "exited", "done"]
+    assert sup.workers[1].state == "exited"
+    assert sup.result().exit_code == 11
+
+
+def test_on_failure_restarts_after_a_crash_but_not_after_success() -> None:
+    rs = RestartSettings(restart="on-failure", backoff_jitter=0)
+    sup, events, _ = supervise(worker("fine", "exit 0", restart=rs))
+    assert kinds(events, "fine.0") == ["spawned", "exited", "done"]
+    assert sup.result().ok and sup.result().exit_code == 0
+
+
+def test_restart_always_restarts_even_after_success_and_loops_out() -> None:
+    rs = RestartSettings(restart="always", backoff_jitter=0, crash_limit=3, crash_window=60)
+    sup, events, _ = supervise(worker("again", "exit 0", restart=rs))
+    assert kinds(events, "again.0").count("spawned") == 3
+    assert sup.workers[0].state == "failed"
+
+
+def test_a_killed_worker_is_reported_by_its_signal() -> None:
+    rs = RestartSettings(restart="never")
+    sup, events, _ = supervise(worker("segv", "kill -SEGV $$", restart=rs))
+    (failed,) = [e for e in events if e.kind == "failed"]
+    assert failed.message == "killed by SIGSEGV (restart = never)"
+    assert sup.workers[0].last_status is not None
+    assert sup.workers[0].last_status.shell_code == 128 + signal.SIGSEGV
+
+
+def test_a_restarted_worker_returns_to_its_own_slot() -> None:
+    cpus = frozenset({max(os.sched_getaffinity(0))})
+    rs = RestartSettings(restart="on-failure", backoff_jitter=0, crash_limit=3)
+    script = 'grep -E "^(Cpus_allowed_list|Mems_allowed_list)" /proc/self/status; exit 1'
+    _sup, _events, printer = supervise(
+        worker("slot", script, restart=rs, cpus=cpus, memory=MemoryPolicy("bind", {0}))
+    )
+    lines = [t for (_label, _s, t) in printer.lines]
+    assert lines.count(f"Cpus_allowed_list:\t{format_list(cpus)}") == 3
+
+
+def test_a_command_that_cannot_start_is_refused_before_anything_runs() -> None:
+    from numarun.errors import CommandNotFoundError
+
+    sup = Supervisor(
+        JobSpec(
+            "t",
+            (
+                worker("ok", "sleep 30"),
+                WorkerSpec("missing", 0, ("/nonexistent/prog",)),
+            ),
+        ),
+        printer=QuietPrinter(),
+        state_dir=False,
+        guardian=False,
+    )
+    with pytest.raises(CommandNotFoundError) as info:
+        sup.start()
+    assert info.value.exit_code == 127
+    assert "missing.0: /nonexistent/prog: command not found" in info.value.message
+    # The worker started before the refusal was killed and reaped.
+    assert sup.workers[0].state == "stopped" and sup.workers[0].instance is None
+
+
+# -- stopping ---------------------------------------------------------------------------
+
+
+class StopOnLine(QuietPrinter):
+    """Asks the supervisor to stop once a worker has written ``line`` (it is set up then)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.trigger = line
+        self.supervisor: Supervisor | None = None
+
+    def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
+        super().line(worker, stream, text)
+        if text == self.trigger and self.supervisor is not None:
+            self.supervisor.stop()
+
+
+def test_stop_sends_the_stop_signal_to_the_group_then_sigkill_after_the_timeout() -> None:
+    # The worker ignores SIGTERM, and so does a child it started: both must still die.
+    script = "trap '' TERM; sleep 300 & echo up; wait"
+    printer = StopOnLine("up")
+    sup = Supervisor(
+        JobSpec("t", (worker("stubborn", script, stop_timeout=0.3),)),
+        printer=printer,
+        state_dir=False,
+        guardian=False,
+    )
+    printer.supervisor = sup
+    seen: list[Event] = []
+    t0 = time.monotonic()
+    for event in sup.events():
+        seen.append(event)
+        if event.kind == "spawned":
+            pid = event.pid
+            assert pid is not None
+    elapsed = time.monotonic() - t0
+    assert [e.kind for e in seen if e.worker] == [
+        "spawned",
+        "stopping",
+        "killed",
+        "exited",
+        "done",
+    ]
+    assert 0.3 <= elapsed < 5
+    status = next(e.status for e in seen if e.kind == "exited")
+    assert status is not None and status.signal == signal.SIGKILL
+    assert sup.result().ok  # stopped on request: success
+    assert live_group_members(pid) == []
+
+
+def test_force_stop_kills_at_once() -> None:
+    printer = StopOnLine("up")
+    sup = Supervisor(
+        JobSpec("t", (worker("w", "trap '' TERM; echo up; sleep 300", stop_timeout=60),)),
+        printer=printer,
+        state_dir=False,
+        guardian=False,
+    )
+    printer.supervisor = sup
+    t0 = time.monotonic()
+    for event in sup.events():
+        if event.kind == "stopping" and "SIGTERM" in event.message:
+            sup.stop("again", force=True)
+    assert time.monotonic() - t0 < 5
+    assert sup.workers[0].state == "stopped"
+
+
+def test_close_kills_and_reaps_when_the_caller_leaves_early() -> None:
+    sup = Supervisor(
+        JobSpec("t", (worker("w", "sleep 300"), worker("v", "sleep 300", index=1))),
+        printer=QuietPrinter(),
+        state_dir=False,
+        guardian=False,
+    )
+    with sup:
+        sup.start()
+        pids = [w.pid for w in sup.workers]
+    for pid in pids:
+        assert pid is not None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        assert not Path(f"/proc/{pid}").exists()
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def test_line_splitter_never_splits_or_joins_lines_whatever_the_chunks() -> None:
+    data = b"alpha\nbeta gamma\n\nlast without newline"
+    for size in (1, 2, 3, 7, 100):
+        splitter = LineSplitter()
+        lines: list[str] = []
+        for i in range(0, len(data), size):
+            lines += splitter.feed(data[i : i + size])
+        lines += splitter.finish()
+        assert lines == ["alpha", "beta gamma", "", "last without newline"]
+
+
+def test_line_splitter_cuts_endless_lines_and_survives_bad_utf8() -> None:
+    from numarun.supervisor.printer import MAX_LINE
+
+    splitter = LineSplitter()
+    out = splitter.feed(b"x" * (MAX_LINE * 2 + 5))
+    assert [len(x) for x in out] == [MAX_LINE, MAX_LINE]
+    assert splitter.feed(b"\xff\n") == ["xxxxx\ufffd"]
+
+
+def test_two_chatty_workers_lines_are_never_spliced() -> None:
+    rs = RestartSettings(restart="never")
+    # Each writes 2000 lines of 300 bytes; pipes deliver them in arbitrary chunks.
+    script = 'i=0; while [ $i -lt 2000 ]; do printf "%s-%0290d\\n" "$W" $i; i=$((i+1)); done'
+    sup, _events, printer = supervise(
+        worker("a", script, restart=rs, env={"W": "aaaa"}),
+        worker("b", script, index=1, restart=rs, env={"W": "bbbb"}),
+    )
+    assert sup.result().ok
+    for label, tag in (("a.0", "aaaa"), ("b.1", "bbbb")):
+        mine = [t for (lab, _s, t) in printer.lines if lab == label]
+        assert len(mine) == 2000
+        assert all(t.startswith(tag + "-") and len(t) == 295 for t in mine)
+        assert [int(t[5:]) for t in mine] == list(range(2000))
+
+
+def test_prefix_printer_names_worker_index_and_node_and_colours_on_request() -> None:
+    import io
+
+    w0 = WorkerSpec("redis", 0, ("x",), node=0)
+    w1 = WorkerSpec("redis", 11, ("x",), node=1)
+    out, err = io.StringIO(), io.StringIO()
+    p = PrefixPrinter([w0, w1], out=out, err=err, colour=False)
+    p.line(w0, "stdout", "ready")
+    p.line(w1, "stderr", "warn")
+    p.note(w0, "started")
+    assert out.getvalue() == "redis.0 n0  | ready\n"
+    assert err.getvalue() == "redis.11 n1 | warn\nnumarun     | redis.0: started\n"
+    coloured = io.StringIO()
+    PrefixPrinter([w0], out=coloured, colour=True).line(w0, "stdout", "hi")
+    assert coloured.getvalue().startswith("\033[") and coloured.getvalue().endswith(" hi\n")
+
+
+def test_log_files_get_both_streams_and_feed_the_failure_tail(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "w.log"
+    rs = RestartSettings(restart="never")
+    sup, _events, printer = supervise(
+        worker("logged", "echo out; echo err >&2; exit 4", restart=rs, log=str(log))
+    )
+    assert log.read_text().splitlines() == ["out", "err"]
+    assert printer.lines == []
+    assert list(sup.workers[0].tail) == ["out", "err"]
+
+
+def test_stdin_is_dev_null_unless_asked(tmp_path: Path) -> None:
+    rs = RestartSettings(restart="never")
+    src = tmp_path / "in.txt"
+    src.write_text("from a file\n")
+    _sup, _events, printer = supervise(
+        worker("null", "readlink /proc/self/fd/0; cat", restart=rs),
+        worker("file", "cat", index=1, restart=rs, stdin=str(src)),
+    )
+    assert ("null.0", "stdout", "/dev/null") in printer.lines
+    assert ("file.1", "stdout", "from a file") in printer.lines
+
+
+# -- placement --------------------------------------------------------------------------
+
+
+def _status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def _numa_maps_policies(pid: int) -> set[str]:
+    return {line.split()[1] for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines()}
+
+
+@pytest.mark.parametrize(
+    ("cpus", "policy"),
+    [
+        (None, None),
+        ("last", MemoryPolicy("bind", {0})),
+        ("first", MemoryPolicy("interleave", {0})),
+        ("all", MemoryPolicy("preferred", {0})),
+    ],
+)
+def test_every_worker_runs_with_its_planned_cpus_and_memory_policy(
+    cpus: str | None, policy: MemoryPolicy | None
+) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = {
+        None: None,
+        "last": frozenset(allowed[-1:]),
+        "first": frozenset(allowed[:1]),
+        "all": frozenset(allowed),
+    }[cpus]
+    home = frozenset(os.sched_getaffinity(0))
+    sup = Supervisor(
+        JobSpec(
+            "t",
+            tuple(
+                WorkerSpec("p", i, ("sleep", "30"), node=0, cpus=chosen, memory=policy)
+                for i in range(3)
+            ),
+        ),
+        printer=QuietPrinter(),
+        state_dir=False,
+        guardian=False,
+    )
+    with sup:
+        sup.start()
+        for w in sup.workers:
+            assert w.pid is not None
+            st = _status(w.pid)
+            want = chosen if chosen is not None else home
+            assert st["Cpus_allowed_list"] == format_list(want)
+            assert _numa_maps_policies(w.pid) == {
+                policy.numa_maps_word if policy is not None else "default"
+            }
+        # The supervisor's own thread is back where it was.
+        assert frozenset(os.sched_getaffinity(0)) == home
+        from numarun.mempolicy import get_mempolicy
+
+        assert get_mempolicy() == MemoryPolicy("default")
+
+
+# -- state file -------------------------------------------------------------------------
+
+
+def test_the_state_file_lists_workers_while_running_and_is_removed_on_exit(
+    tmp_path: Path,
+) -> None:
+    sup = Supervisor(
+        JobSpec("statejob", (worker("s", "sleep 30", cpus=frozenset({0}), node=0),)),
+        printer=QuietPrinter(),
+        state_dir=str(tmp_path / "rt"),
+        guardian=False,
+    )
+    path = tmp_path / "rt" / "statejob.json"
+    for event in sup.events():
+        if event.kind == "spawned" and event.pid is not None:
+            # start() wrote the file once the whole batch of workers was started.
+            data = json.loads(path.read_text())
+            assert data["job"] == "statejob" and data["state"] == "running"
+            assert data["supervisor"]["pid"] == os.getpid()
+            assert data["supervisor"]["start_ticks"] == statefile.start_ticks(os.getpid())
+            (w,) = data["workers"]
+            assert (w["name"], w["index"], w["pid"], w["cpus"]) == ("s", 0, event.pid, "0")
+            assert (w["state"], w["node"], w["starts"]) == ("running", 0, 1)
+            assert (tmp_path / "rt").stat().st_mode & 0o777 == 0o700
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert statefile.list_jobs(str(tmp_path / "rt"))[0][1]["job"] == "statejob"
+            sup.stop()
+    assert not path.exists()
+
+
+def test_a_second_job_of_the_same_name_is_refused(tmp_path: Path) -> None:
+    from numarun.errors import SupervisorError
+
+    rt = str(tmp_path)
+    first = Supervisor(
+        JobSpec("dup", (worker("a", "sleep 30"),)),
+        printer=QuietPrinter(),
+        state_dir=rt,
+        guardian=False,
+    )
+    with first:
+        first.start()
+        second = Supervisor(
+            JobSpec("dup", (worker("a", "sleep 30"),)),
+            printer=QuietPrinter(),
+            state_dir=rt,
+            guardian=False,
+        )
+        with pytest.raises(SupervisorError, match="already running"):
+            second.start()
+
+
+def test_stale_state_files_of_dead_supervisors_are_dropped(tmp_path: Path) -> None:
+    data = {
+        "format": statefile.FORMAT,
+        "job": "ghost",
+        "supervisor": {"pid": 2**22 + 5, "start_ticks": 1},
+        "workers": [],
+    }
+    statefile.write_state(str(tmp_path / "ghost.json"), data)
+    assert statefile.list_jobs(str(tmp_path)) == []
+    assert not (tmp_path / "ghost.json").exists()
+
+
+def test_job_names_that_cannot_be_file_names_are_refused() -> None:
+    from numarun.errors import ProcessError
+
+    for bad in ("../x", "a/b", "", ".hidden", "x" * 101):
+        with pytest.raises(ProcessError):
+            statefile.state_path(bad, "/tmp")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
