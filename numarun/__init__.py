@@ -1,0 +1,64 @@
+"""numarun: NUMA placement launcher, workload supervisor and placement report for Linux.
+
+The library is what the CLI is made of, in the direction of dependency
+topology → plan → launch → supervise → report:
+
+* :mod:`numarun.topology` — ``read_topology(root)``, ``load_topology(path)``, ``Topology``;
+* :mod:`numarun.mempolicy` — ``MemoryPolicy``, ``set_mempolicy``, ``thread_policy`` (per thread);
+* :mod:`numarun.spec` / :mod:`numarun.plan` — ``load_spec(path)``, ``plan_job(topology, spec)``,
+  ``plan_slots(topology, count)``;
+* :mod:`numarun.launch` — ``Request``, ``make_plan``, ``apply_plan``, ``exec_command``;
+* :mod:`numarun.supervisor` — ``Supervisor``;
+* :mod:`numarun.report` / :mod:`numarun.numamaps` — where pages are, and verdicts.
+
+Names below are imported on first use, so ``import numarun`` stays cheap: the prefix
+launcher runs before every wrapped command and must not pay for the supervisor.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Topology": "numarun.topology",
+    "read_topology": "numarun.topology",
+    "load_topology": "numarun.topology",
+    "save_snapshot": "numarun.topology",
+    "MemoryPolicy": "numarun.mempolicy",
+    "set_mempolicy": "numarun.mempolicy",
+    "get_mempolicy": "numarun.mempolicy",
+    "thread_policy": "numarun.mempolicy",
+    "load_spec": "numarun.spec",
+    "plan_job": "numarun.plan",
+    "plan_slots": "numarun.plan",
+    "Plan": "numarun.plan",
+    "Supervisor": "numarun.supervisor",
+    "NumarunError": "numarun.errors",
+}
+
+__all__ = [  # noqa: RUF022 - grouped as _EXPORTS is
+    "__version__",
+    "Topology",
+    "read_topology",
+    "load_topology",
+    "save_snapshot",
+    "MemoryPolicy",
+    "set_mempolicy",
+    "get_mempolicy",
+    "thread_policy",
+    "load_spec",
+    "plan_job",
+    "plan_slots",
+    "Plan",
+    "Supervisor",
+    "NumarunError",
+]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'numarun' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
