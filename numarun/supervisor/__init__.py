@@ -26,7 +26,13 @@ from numarun.supervisor.model import (
     RestartSettings,
     WorkerSpec,
 )
-from numarun.supervisor.printer import LineSplitter, PrefixPrinter, Printer, QuietPrinter
+from numarun.supervisor.printer import (
+    LineSplitter,
+    NullPrinter,
+    PrefixPrinter,
+    Printer,
+    QuietPrinter,
+)
 
 __all__ = [
     "Clock",
@@ -36,6 +42,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "LineSplitter",
+    "NullPrinter",
     "PrefixPrinter",
     "Printer",
     "QuietPrinter",

@@ -455,9 +455,10 @@ class Supervisor:
             w.consecutive = 0
         want = rs.restart == "always" or (rs.restart == "on-failure" and failure)
         if want:
-            w.exits.append(now)
-            while w.exits and w.exits[0] < now - rs.crash_window:
-                w.exits.popleft()
+            if rs.crash_limit:
+                w.exits.append(now)
+                while w.exits and w.exits[0] < now - rs.crash_window:
+                    w.exits.popleft()
             if rs.crash_limit and len(w.exits) >= rs.crash_limit:
                 self._fail(
                     w,
@@ -596,7 +597,9 @@ class Supervisor:
 
 def backoff_delay(rs: RestartSettings, n: int, rng: random.Random) -> float:
     """The wait before the ``n``-th consecutive restart: exponential, capped, jittered."""
-    base = min(rs.backoff_max, rs.backoff_initial * rs.backoff_factor ** max(0, n - 1))
+    # The exponent is capped: a worker restarted for days must not overflow the float.
+    exponent = min(max(0, n - 1), 60)
+    base = min(rs.backoff_max, rs.backoff_initial * rs.backoff_factor**exponent)
     if rs.backoff_jitter:
         base *= 1.0 + rs.backoff_jitter * (2.0 * rng.random() - 1.0)
     return max(0.0, min(base, rs.backoff_max))

@@ -105,6 +105,16 @@ class PrefixPrinter:
         self.err.flush()
 
 
+class NullPrinter:
+    """Drops everything: for callers that only want :meth:`Supervisor.events`."""
+
+    def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
+        pass
+
+    def note(self, worker: WorkerSpec | None, text: str) -> None:
+        pass
+
+
 class QuietPrinter:
     """Drops the supervisor's notes, keeps workers' lines in memory (tests, libraries)."""
 
