@@ -41,6 +41,8 @@ from numarun.nodespec import Spec, resolve
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from numarun.topology import Topology
 
 #: Free memory within this fraction of the best node's counts as a tie when numarun
@@ -71,8 +73,11 @@ class Request:
         "mode_option",
         "nodes",
         "nodes_option",
+        "per_rank",
         "preset",
         "preset_nodes",
+        "rank",
+        "ranks",
         "smt",
     )
 
@@ -91,6 +96,11 @@ class Request:
         self.fallback: str | None = None
         self.flags: set[str] = set()
         self.command: list[str] = []
+        # --per-rank (or --rank/--ranks): place this process as one rank of several, see
+        # make_rank_plan; rank and ranks are the explicit values, None to ask the launcher.
+        self.per_rank = False
+        self.rank: int | None = None
+        self.ranks: int | None = None
 
 
 class Plan:
@@ -100,7 +110,18 @@ class Plan:
     of the command (None when there is no command, as with ``--show``).
     """
 
-    __slots__ = ("command", "cpus", "executable", "fallback", "policy", "reasons")
+    __slots__ = (
+        "command",
+        "cpus",
+        "executable",
+        "fallback",
+        "heading",
+        "notice",
+        "policy",
+        "rank",
+        "reasons",
+        "warnings",
+    )
 
     def __init__(self) -> None:
         self.policy: MemoryPolicy | None = None
@@ -109,6 +130,12 @@ class Plan:
         self.reasons: list[str] = []
         self.command: list[str] = []
         self.executable: str | None = None
+        # --per-rank only: lines printed first by describe (rank, slot); a one-line notice
+        # for stderr (the launcher had bound the rank already); the planner's warnings.
+        self.heading: list[str] = []
+        self.rank: int | None = None  # the local rank, with --per-rank
+        self.notice: str | None = None
+        self.warnings: list[str] = []
 
 
 # -- planning -----------------------------------------------------------------------------
@@ -336,27 +363,7 @@ def make_plan(
 ) -> Plan:
     """Check ``request`` against ``topology`` and decide what to apply; change nothing."""
     plan = Plan()
-    mode = request.mode
-    flags = set(request.flags)
-    if mode is None and request.nodes is not None:
-        mode = "bind"
-        plan.reasons.append(
-            f"memory policy bind: {request.nodes_option} was given without --policy"
-        )
-    if mode is None and flags:
-        raise UsageError(
-            f"mode flag {sorted(flags)[0]} needs a memory policy",
-            "add --policy bind (or interleave, preferred, ...) and --nodes",
-        )
-    if mode is not None and mode in NODELESS_MODES and request.nodes is not None:
-        raise UsageError(
-            f"memory policy {mode} takes no nodes but {request.nodes_option} "
-            f"{request.nodes.text} was given",
-            f"drop {request.nodes_option}, or use --policy bind/preferred/interleave",
-        )
-    if request.fallback is not None and mode is None:
-        raise UsageError("--fallback needs a memory policy", "add --policy MODE")
-
+    mode, flags = _checked_mode(request, plan)
     cpus_from_nodes = _cpus_of_nodes(request, topology, plan)
     explicit_cpus = _explicit_cpus(request, topology, plan)
     cpus: frozenset[int] | None = None
@@ -448,6 +455,223 @@ def make_plan(
             )
         plan.executable = find_executable(request.command[0])
     return plan
+
+
+# -- one rank of several (--per-rank) -------------------------------------------------------
+
+
+def launcher_room(topology: Topology, root: str = "/") -> frozenset[int]:
+    """The CPUs a launcher could have bound this process to: what its cgroup allows.
+
+    ``topology.allowed`` is the CPU affinity (``Cpus_allowed_list``) within the cpuset
+    cgroup; this is the cgroup's online CPUs alone, whatever the affinity, less the kernel's
+    isolated CPUs (``isolcpus=``), which no process has by default and so no launcher took
+    away. A rank whose usable CPUs are fewer than this was bound by its launcher.
+    """
+    from numarun import sysfs
+    from numarun.topology import _cgroup_cpuset  # the same reader topology.allowed uses
+
+    fs = sysfs.Root(root)
+    found = _cgroup_cpuset(fs, "self")
+    room = topology.online_cpus()
+    if found is not None and found[0] is not None:
+        room &= found[0]
+    isolated = fs.read_list("sys/devices/system/cpu/isolated")
+    return room - isolated if isolated else room
+
+
+def make_rank_plan(
+    request: Request,
+    topology: Topology,
+    env: Mapping[str, str],
+    *,
+    room: frozenset[int] | None = None,
+    need_command: bool = True,
+) -> Plan:
+    """Plan this process as one rank of several on this host (``--per-rank``); change nothing.
+
+    The rank and the number of ranks come from ``env`` or the request (numarun.ranks). All
+    ranks plan the same N slots over the usable CPUs with :func:`numarun.plan.plan_slots`
+    (within ``--cpus``/``--cpu-nodes`` when given) and each takes its own slot.
+
+    Already bound: when the CPUs this process may run on (``topology.allowed``, its affinity
+    within the cgroup) are fewer than its cgroup allows (``room``, see :func:`launcher_room`),
+    the launcher bound the rank itself (``mpirun --bind-to``, ``srun --cpu-bind``).
+    numarun then plans this rank alone within the CPUs it was given (``--smt`` and the memory
+    policy apply within them) instead of re-planning all N over the host: the launcher's
+    binding is this rank's share, and numarun cannot know the others' without talking to
+    them. ``plan.notice`` says so, for stderr. ``room`` None (a snapshot, whose cgroup is
+    unknown) turns the check off.
+    """
+    from numarun.plan import node_cores, plan_slots
+    from numarun.ranks import discover
+
+    info = discover(env, request.rank, request.ranks)
+    plan = Plan()
+    plan.rank = info.rank
+    plan.heading.append(
+        f"rank: {info.rank} of {info.size} on this host ({info.launcher}: {info.rank_from}, "
+        f"{info.size_from})"
+    )
+    plan.reasons.append(info.describe())
+    mode, flags = _checked_mode(request, plan)
+    smt = request.smt or "allow"
+
+    given = topology.usable_cpus()
+    host = given if room is None else room | given
+    bound = given < host
+    pool = given
+    by_nodes = _cpus_of_nodes(request, topology, plan)
+    by_cpus = _explicit_cpus(request, topology, plan)
+    for restricted in (by_nodes, by_cpus):
+        if restricted is not None:
+            pool = pool & restricted
+    if not pool:
+        raise UnsuitableError(
+            "the CPU options leave no CPU for the ranks",
+            f"usable CPUs are {format_list(given) or 'none'}",
+        )
+    nodes = _memory_nodes(request, topology, plan)
+
+    # A size larger than the CPUs: ranks would share CPUs (cores, with --smt avoid).
+    room = host if bound else pool
+    cores = [c for n in topology.nodes for c in node_cores(_within(topology, room), n)]
+    units = len(cores) if smt == "avoid" else sum(len(c) for c in cores)
+    if info.size > units:
+        what = "physical cores (--smt avoid)" if smt == "avoid" else "usable CPUs"
+        threads = sum(len(c) for c in cores)
+        raise UnsuitableError(
+            f"--per-rank: {info.size} ranks on this host ({info.size_from}) but only {units} "
+            f"{what} to place them on ({format_list(room)}): ranks would share CPUs",
+            "use --smt allow"
+            if smt == "avoid" and info.size <= threads
+            else "start fewer ranks per host, or widen the cpuset",
+        )
+
+    warnings: list[str] = []
+    policy_mode = mode if mode is not None else "default"
+    word = request.preset_nodes if nodes is None else None
+    if bound:
+        where = _within(topology, pool)
+        slot = plan_slots(
+            where, 1, smt=smt, policy=policy_mode, memory_nodes=word, warnings=warnings
+        )[0]
+        plan.notice = (
+            f"numarun: rank {info.rank} of {info.size} was already bound by its launcher to CPUs "
+            f"{format_list(given)} (its cpuset allows {format_list(host)}); placing it within "
+            f"them: CPUs {format_list(slot.cpus)} — start the ranks unbound (mpirun --bind-to "
+            "none, srun --cpu-bind=none) to let numarun plan all of them"
+        )
+        plan.heading.append(
+            f"slot: within the launcher's binding {format_list(given)}: node(s) "
+            f"{format_list(slot.nodes)}, CPUs {format_list(slot.cpus)} ({_cores(slot.cores)})"
+        )
+        plan.reasons.append(
+            f"already bound: this process may run on CPUs {format_list(given)} only, fewer than "
+            f"its cpuset allows ({format_list(host)}), so its launcher placed it; numarun works "
+            "within those CPUs as one slot instead of re-planning every rank"
+        )
+    else:
+        where = topology if pool == given else _within(topology, pool)
+        slots = plan_slots(
+            where, info.size, smt=smt, policy=policy_mode, memory_nodes=word, warnings=warnings
+        )
+        slot = slots[info.rank]
+        plan.heading.append(
+            f"slot: {info.rank} of {info.size}: node(s) {format_list(slot.nodes)}, CPUs "
+            f"{format_list(slot.cpus)} ({_cores(slot.cores)})"
+        )
+        plan.reasons.append(
+            f"slot {info.rank}: {info.size} slots planned over CPUs {format_list(pool)} "
+            f"({_source(topology)}) with smt {smt}, as `numarun plan` would (one node per rank "
+            "when ranks equal nodes, in proportion otherwise, cores before SMT siblings); "
+            "every rank computes the same plan"
+        )
+    plan.warnings = warnings
+    plan.reasons.extend(warnings)
+    plan.cpus = frozenset(slot.cpus)
+
+    if mode is not None:
+        chosen = nodes if nodes is not None else slot.memory.nodes
+        if nodes is None and mode not in NODELESS_MODES:
+            plan.reasons.append(
+                f"memory nodes {format_list(chosen)}: "
+                + (f"preset {request.preset} asks for {word}" if word else "the slot's own")
+            )
+        if mode == "preferred" and len(chosen) > 1:
+            raise UsageError(
+                f"{request.mode_option}: preferred takes one node but "
+                f"{request.nodes_option} names {format_list(chosen)}",
+                "use --policy preferred-many for several nodes, or name one node",
+            )
+        try:
+            plan.policy = MemoryPolicy(mode, () if mode in NODELESS_MODES else chosen, flags)
+        except ValueError as err:
+            raise UsageError(str(err), "see numarun(1), MEMORY POLICY") from None
+        if request.preset is not None:
+            plan.reasons.append(f"memory policy {mode}: from preset {request.preset}")
+        if request.fallback is not None:
+            plan.fallback = canonical_mode(request.fallback)
+            if plan.fallback not in NODELESS_MODES and not plan.policy.nodes:
+                raise UsageError(
+                    f"--fallback {plan.fallback} needs nodes, but the policy has none",
+                    "use --fallback local or default",
+                )
+    plan.command = list(request.command)
+    if need_command:
+        if not request.command:
+            raise UsageError(
+                "no command to run", "put it after the options: numarun [options] -- CMD [ARGS]"
+            )
+        plan.executable = find_executable(request.command[0])
+    return plan
+
+
+def _cores(count: int) -> str:
+    return f"{count} core" if count == 1 else f"{count} cores"
+
+
+def _within(topology: Topology, cpus: frozenset[int]) -> Topology:
+    """``topology`` with ``cpus`` allowed instead: the planner then plans within them.
+
+    The source stays the cgroup's: a refusal about memory nodes must still name it.
+    """
+    from numarun.topology import Allowed, Topology
+
+    allowed = topology.allowed
+    return Topology(
+        nodes=topology.nodes,
+        cpus=topology.cpus,
+        cores=topology.cores,
+        allowed=Allowed(cpus=cpus, mems=allowed.mems, source=allowed.source),
+        identity=topology.identity,
+        source=topology.source,
+    )
+
+
+def _checked_mode(request: Request, plan: Plan) -> tuple[str | None, set[str]]:
+    """The memory policy mode asked for (None: leave it alone) and its flags, checked."""
+    mode = request.mode
+    flags = set(request.flags)
+    if mode is None and request.nodes is not None:
+        mode = "bind"
+        plan.reasons.append(
+            f"memory policy bind: {request.nodes_option} was given without --policy"
+        )
+    if mode is None and flags:
+        raise UsageError(
+            f"mode flag {sorted(flags)[0]} needs a memory policy",
+            "add --policy bind (or interleave, preferred, ...) and --nodes",
+        )
+    if mode is not None and mode in NODELESS_MODES and request.nodes is not None:
+        raise UsageError(
+            f"memory policy {mode} takes no nodes but {request.nodes_option} "
+            f"{request.nodes.text} was given",
+            f"drop {request.nodes_option}, or use --policy bind/preferred/interleave",
+        )
+    if request.fallback is not None and mode is None:
+        raise UsageError("--fallback needs a memory policy", "add --policy MODE")
+    return mode, flags
 
 
 def _implicit_nodes(
@@ -614,7 +838,7 @@ def set_affinity(cpus: frozenset[int]) -> None:
 
 def describe(plan: Plan, *, explain: bool) -> str:
     """The ``--dry-run`` / ``--explain`` text."""
-    lines: list[str] = []
+    lines: list[str] = list(plan.heading)
     import shlex
 
     if plan.policy is not None:

@@ -48,6 +48,8 @@ _VALUE_OPTIONS: dict[str, str] = {
     "--cpubind": "cpu_nodes",
     "-C": "cpus",
     "--physcpubind": "cpus",
+    "--rank": "rank",
+    "--ranks": "ranks",
 }
 
 _SWITCHES: dict[str, str] = {
@@ -59,6 +61,7 @@ _SWITCHES: dict[str, str] = {
     "--hardware": "hardware",
     "--dry-run": "dry_run",
     "--explain": "explain",
+    "--per-rank": "per_rank",
     "--static-nodes": "static-nodes",
     "--relative-nodes": "relative-nodes",
     "-b": "numa-balancing",
@@ -92,6 +95,12 @@ CPUs:
   --cpu-nodes SPEC, -N/--cpunodebind SPEC    run on the CPUs of these nodes
   --cpus SPEC, -C/--physcpubind SPEC         run on these CPUs
   --smt avoid|allow        avoid: one thread per physical core
+ranks (one numarun per rank, started by mpirun, mpiexec or srun):
+  --per-rank               plan the local ranks over this host (numarun plan's rules) and
+                           take this rank's slot; rank and size from Open MPI, MPICH/Hydra
+                           or Slurm variables (a rank the launcher bound stays within it)
+  --rank I, --ranks N      this process's local rank and the number of local ranks
+                           (imply --per-rank; win over the launcher's variables)
 other:
   --dry-run, --explain     print what would be applied (and why); run nothing
   --topology FILE|DIR, --root DIR            check against a snapshot instead
@@ -192,6 +201,15 @@ def _take(opts: _Options, field: str, option: str, value: str) -> None:
             request.fallback = canonical_mode(value)
         except ValueError as err:
             raise UsageError(f"--fallback: {err}", "name a memory policy mode") from None
+    elif field in ("rank", "ranks"):
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"{option} {value!r} is not a number", f"give {option} N") from None
+        if getattr(request, field) is not None:
+            raise UsageError(f"{option} given twice", f"give {option} once")
+        setattr(request, field, number)
+        request.per_rank = True
     elif field == "topology":
         opts.topology = value
     elif field == "root":
@@ -287,6 +305,8 @@ def _switch(opts: _Options, what: str, option: str) -> None:
         opts.dry_run = True
     elif what == "explain":
         opts.explain = True
+    elif what == "per_rank":
+        opts.request.per_rank = True
     elif what == "help":
         opts.help = True
 
@@ -318,18 +338,25 @@ def run_prefix(argv: list[str]) -> int:
         sys.stdout.write(render_hardware(_topology(opts)))
         return 0
 
-    from numarun.launch import apply_plan, describe, exec_command, make_plan
+    from numarun.launch import apply_plan, describe, exec_command
 
     topology = _topology(opts)
-    root = opts.root or "/"
     if opts.show:
         if request.command:
             raise UsageError("--show takes no command", "drop the command, or --show")
-        plan = make_plan(request, topology, root=root, need_command=False)
+        plan = _plan(opts, topology, need_command=False)
         apply_plan(plan)
         sys.stdout.write(show_text(topology))
         return 0
-    plan = make_plan(request, topology, root=root, need_command=True)
+    plan = _plan(opts, topology, need_command=True)
+    if request.per_rank and not (opts.dry_run or opts.explain):
+        # One line per rank when the launcher had bound it; the planner's warnings are
+        # the same in every rank, so local rank 0 alone prints them.
+        if plan.notice:
+            print(plan.notice, file=sys.stderr)
+        if plan.warnings and plan.rank == 0:
+            for warning in plan.warnings:
+                print(f"numarun: {warning}", file=sys.stderr)
     if opts.dry_run or opts.explain:
         note = _probe(plan, live=opts.topology is None and opts.root is None)
         text = describe(plan, explain=opts.explain)
@@ -341,6 +368,18 @@ def run_prefix(argv: list[str]) -> int:
     assert plan.executable is not None
     exec_command(plan.executable, plan.command)
     return 127  # not reached: exec_command replaces the process or raises
+
+
+def _plan(opts: _Options, topology: Topology, *, need_command: bool) -> Plan:
+    from numarun.launch import launcher_room, make_plan, make_rank_plan
+
+    request = opts.request
+    root = opts.root or "/"
+    if not request.per_rank:
+        return make_plan(request, topology, root=root, need_command=need_command)
+    # A snapshot (--topology) has no cgroup to read, so "already bound" cannot be told.
+    room = launcher_room(topology, root) if opts.topology is None else None
+    return make_rank_plan(request, topology, os.environ, room=room, need_command=need_command)
 
 
 def _probe(plan: Plan, *, live: bool) -> str | None:

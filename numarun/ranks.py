@@ -1,0 +1,189 @@
+"""Who is this rank? Local rank and local size from the launcher's environment.
+
+``numarun --per-rank`` runs once per rank on every host, started by ``mpirun``, ``srun`` or
+``mpiexec``; each copy learns from its environment which local rank it is (0..N-1 on this
+host) and how many ranks share the host, plans N slots over the host with the same planner
+as ``numarun plan`` and takes slot ``rank``. Every rank computes the same plan from the same
+inputs, so no coordination is needed.
+
+Where rank and size come from, first found wins:
+
+1. ``--rank I`` / ``--ranks N`` on the command line (each one on its own: ``--ranks`` alone
+   keeps the launcher's rank and overrides its size);
+2. Open MPI: ``OMPI_COMM_WORLD_LOCAL_RANK`` / ``OMPI_COMM_WORLD_LOCAL_SIZE``;
+3. MPICH and Intel MPI (Hydra): ``MPI_LOCALRANKID`` / ``MPI_LOCALNRANKS``;
+4. Slurm: ``SLURM_LOCALID``, with the size from the step's task count on this node
+   (``SLURM_STEP_TASKS_PER_NODE``, then ``SLURM_TASKS_PER_NODE``, both lists such as
+   ``4(x2),3`` indexed by ``SLURM_NODEID``), else ``SLURM_NTASKS_PER_NODE``.
+
+The MPI launchers go before Slurm on purpose: ``mpirun`` inside an ``sbatch`` script
+inherits the batch step's ``SLURM_LOCALID=0`` in every rank, while its own variables are
+the ones that describe the ranks it started. The step's real task count goes before
+``SLURM_NTASKS_PER_NODE`` because the latter is the request (``--ntasks-per-node``), which a
+last node with fewer tasks does not meet.
+
+Everything here is a pure function of an environment mapping, so it is tested without any
+launcher installed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from numarun.errors import UnknownResourceError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: this module is on the prefix launcher's start-up path
+    from collections.abc import Mapping
+
+#: (launcher, rank variable, size variable), in the order they are tried.
+MPI_SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("Open MPI", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("MPICH/Hydra", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+)
+SLURM_RANK = "SLURM_LOCALID"
+SLURM_NODE = "SLURM_NODEID"
+#: Per-node task lists, the step's first (see the module docstring for the order).
+SLURM_TASK_LISTS = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+SLURM_PER_NODE = "SLURM_NTASKS_PER_NODE"
+
+_TASK_ITEM = re.compile(r"\s*(\d+)\s*(?:\(\s*x\s*(\d+)\s*\))?\s*")
+
+
+class RankInfo:
+    """This process's local rank and the number of ranks on this host, and their sources.
+
+    ``rank_from`` and ``size_from`` say where each came from, as the user would look it up
+    (``OMPI_COMM_WORLD_LOCAL_RANK=1``, ``--ranks 4``); ``launcher`` names the launcher whose
+    variables were used, or ``command line``.
+    """
+
+    __slots__ = ("launcher", "rank", "rank_from", "size", "size_from")
+
+    def __init__(self, rank: int, size: int, rank_from: str, size_from: str, launcher: str) -> None:
+        self.rank = rank
+        self.size = size
+        self.rank_from = rank_from
+        self.size_from = size_from
+        self.launcher = launcher
+
+    def __repr__(self) -> str:
+        return (
+            f"RankInfo(rank={self.rank}, size={self.size}, rank_from={self.rank_from!r}, "
+            f"size_from={self.size_from!r}, launcher={self.launcher!r})"
+        )
+
+    def describe(self) -> str:
+        """``rank 1 of 4 (rank from X, size from Y)``, for --explain and messages."""
+        return (
+            f"local rank {self.rank} of {self.size} (rank from {self.rank_from}, "
+            f"size from {self.size_from})"
+        )
+
+
+def parse_task_list(text: str, name: str = "SLURM_TASKS_PER_NODE") -> list[int]:
+    """Slurm's compressed per-node counts: ``2(x3),1`` -> ``[2, 2, 2, 1]``."""
+    counts: list[int] = []
+    for item in text.split(","):
+        m = _TASK_ITEM.fullmatch(item)
+        if m is None:
+            raise UsageError(
+                f"{name}={text!r} is not a Slurm task count list",
+                "expected counts such as 4, 4(x2) or 2(x3),1; or give --ranks N",
+            )
+        counts.extend([int(m[1])] * int(m[2] or 1))
+    return counts
+
+
+def _integer(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"{name}={value!r} is not a number", "check the launcher, or give --rank and --ranks"
+        ) from None
+
+
+def _slurm_size(env: Mapping[str, str]) -> tuple[int, str] | None:
+    """The number of this step's tasks on this node, and where it was read."""
+    node = _integer(env, SLURM_NODE)
+    for name in SLURM_TASK_LISTS:
+        text = env.get(name)
+        if text is None or not text.strip():
+            continue
+        counts = parse_task_list(text, name)
+        if len(set(counts)) == 1:  # the same on every node: no need to know which node
+            return counts[0], f"{name}={text}"
+        if node is not None and 0 <= node < len(counts):
+            return counts[node], f"{name}={text} at {SLURM_NODE}={node}"
+        # A list that differs per node, and no usable index into it: try the next source.
+    per_node = _integer(env, SLURM_PER_NODE)
+    if per_node is not None:
+        return per_node, f"{SLURM_PER_NODE}={per_node}"
+    return None
+
+
+def _from_environment(env: Mapping[str, str]) -> tuple[str, int, str, int | None, str] | None:
+    """(launcher, rank, rank source, size or None, size source) of the first launcher seen."""
+    for launcher, rank_name, size_name in MPI_SOURCES:
+        rank = _integer(env, rank_name)
+        if rank is not None:
+            size = _integer(env, size_name)
+            size_from = f"{size_name}={size}" if size is not None else f"{size_name} (not set)"
+            return launcher, rank, f"{rank_name}={rank}", size, size_from
+    rank = _integer(env, SLURM_RANK)
+    if rank is not None:
+        found = _slurm_size(env)
+        if found is None:
+            return "Slurm", rank, f"{SLURM_RANK}={rank}", None, "Slurm's task counts (not set)"
+        return "Slurm", rank, f"{SLURM_RANK}={rank}", found[0], found[1]
+    return None
+
+
+def discover(env: Mapping[str, str], rank: int | None = None, ranks: int | None = None) -> RankInfo:
+    """This process's local rank and local size; ``rank``/``ranks`` (the options) win.
+
+    Refusals: no rank at all, or a rank without a size (:class:`UsageError`, exit 2);
+    a rank outside ``0..size-1`` (:class:`UnknownResourceError`, exit 4: that slot does not
+    exist). A size larger than the usable CPUs is the planner's to refuse: it needs the
+    machine.
+    """
+    found = _from_environment(env)
+    launcher = "command line"
+    if rank is not None:
+        rank_from = f"--rank {rank}"
+    elif found is not None:
+        launcher, rank, rank_from = found[0], found[1], found[2]
+    else:
+        raise UsageError(
+            "--per-rank: no rank information: none of "
+            + ", ".join(r for _, r, _ in MPI_SOURCES)
+            + f" or {SLURM_RANK} is set",
+            "run under mpirun, mpiexec or srun, or give --rank I --ranks N",
+        )
+    if ranks is not None:
+        size, size_from = ranks, f"--ranks {ranks}"
+    elif found is not None and found[3] is not None:
+        size, size_from = found[3], found[4]
+        if launcher == "command line":
+            launcher = found[0]
+    else:
+        missing = found[4] if found is not None else "the launcher's environment"
+        raise UsageError(
+            f"--per-rank: local rank {rank} ({rank_from}) but no number of local ranks: {missing}",
+            "give --ranks N",
+        )
+    if size < 1:
+        raise UsageError(
+            f"--per-rank: {size} local ranks ({size_from})", "the number of ranks is at least 1"
+        )
+    if not 0 <= rank < size:
+        raise UnknownResourceError(
+            f"--per-rank: local rank {rank} ({rank_from}) is outside 0..{size - 1}: there are "
+            f"{size} local ranks ({size_from})",
+            "give a rank below the number of ranks (--rank, --ranks), or check the launcher",
+        )
+    return RankInfo(rank, size, rank_from, size_from, launcher)
