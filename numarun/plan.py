@@ -419,9 +419,7 @@ def _place(
             try:
                 cpus, _ = _split_node(cores, 1, want, smt)
             except _NoFitError:
-                raise _too_many(
-                    topology, want=want, node=node, cores=cores, smt=smt, ctx=ctx
-                ) from None
+                raise _too_many(want=want, node=node, cores=cores, smt=smt, ctx=ctx) from None
             out.append((node, [node], cpus[0]))
         return out
     if workers == "per-socket":
@@ -484,14 +482,13 @@ def _per_socket(
             cpus = _take(cores, want, smt)
         except _NoFitError:
             raise _too_many(
-                topology, want=want, node=home, cores=cores, smt=smt, ctx=ctx, what="socket of node"
+                want=want, node=home, cores=cores, smt=smt, ctx=ctx, what="socket of node"
             ) from None
         out.append((home, sorted(by_node), cpus))
     return out
 
 
 def _too_many(
-    topology: Topology,
     *,
     want: int | None,
     node: int,

@@ -32,6 +32,7 @@ import os
 import re
 import sys
 
+from numarun import mempolicy as _mempolicy
 from numarun.errors import SpecError
 
 TYPE_CHECKING = False
@@ -46,24 +47,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ENV_PATH = "NUMARUN_POLICY_PATH"
 SYSTEM_DIR = "/etc/numarun/policies"
 
-#: Memory policy modes a preset (or a job spec's ``policy``) may name, with their aliases.
-#: Kept here rather than imported from numarun.mempolicy so that loading a preset does not
-#: pull in the syscall layer; tests check that the two agree.
-MODES = (
-    "default",
-    "local",
-    "bind",
-    "interleave",
-    "preferred",
-    "preferred-many",
-    "weighted-interleave",
-)
-MODE_ALIASES = {
-    "membind": "bind",
-    "prefer": "preferred",
-    "localalloc": "local",
-    "weighted": "weighted-interleave",
-}
+#: Memory policy modes a preset (or a job spec's ``policy``) may name, and their aliases:
+#: numarun.mempolicy's, whose import is cheap (ctypes loads on the first system call).
+MODES = tuple(_mempolicy.MODES)
+MODE_ALIASES = _mempolicy.MODE_ALIASES
 SMT_CHOICES = ("avoid", "allow")
 MEMORY_NODE_WORDS = ("local", "all", "local+cpuless")
 _KEYS = ("description", "reason", "mode", "memory_nodes", "smt", "workers", "cpus_per_worker")
@@ -71,9 +58,10 @@ _KEYS = ("description", "reason", "mode", "memory_nodes", "smt", "workers", "cpu
 
 def canonical_mode(name: str) -> str | None:
     """The canonical mode for a spelling (``membind`` -> ``bind``), or None if it is none."""
-    key = name.strip().lower()
-    key = MODE_ALIASES.get(key, key)
-    return key if key in MODES else None
+    try:
+        return _mempolicy.canonical_mode(name)
+    except ValueError:
+        return None
 
 
 # --- reading TOML with useful errors ------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from numarun import mempolicy, presets
+from numarun import presets
 from numarun.errors import SpecError
 from numarun.spec import load_spec, parse_spec_text
 
@@ -172,11 +172,6 @@ def test_user_presets_shadow_shipped_ones(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(SpecError, match=r"broken.toml:1: mode: unknown memory policy mode 'bnid'"):
         presets.load_preset(str(tmp_path / "elsewhere/broken.toml"))
     assert presets.find_preset("../etc/passwd") is None
-
-
-def test_preset_modes_agree_with_mempolicy() -> None:
-    assert set(presets.MODES) == set(mempolicy.MODES)
-    assert all(mempolicy.canonical_mode(a) == m for a, m in presets.MODE_ALIASES.items())
 
 
 def test_shipped_presets_are_valid_and_documented() -> None:
