@@ -557,3 +557,17 @@ def test_job_names_that_cannot_be_file_names_are_refused() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_output_events_carry_each_line_in_order_when_asked() -> None:
+    rs = RestartSettings(restart="never")
+    sup = Supervisor(
+        JobSpec("t", (worker("talk", "echo one; echo two >&2; echo three", restart=rs),)),
+        printer=QuietPrinter(),
+        state_dir=False,
+        guardian=False,
+        output_events=True,
+    )
+    lines = [(e.stream, e.message) for e in sup.events() if e.kind == "output"]
+    assert [m for _s, m in lines if _s == "stdout"] == ["one", "three"]
+    assert ("stderr", "two") in lines

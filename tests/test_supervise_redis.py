@@ -128,3 +128,20 @@ def test_redis_per_node_runs_placed_serves_keys_and_leaves_nothing(tmp_path: Pat
         if job.proc.poll() is None:
             job.proc.kill()
             job.proc.wait()
+
+
+def test_the_orchestration_example_checks_every_server_and_stops(tmp_path: Path) -> None:
+    if not _port_free(7000):
+        pytest.skip("port 7000 is taken on this machine")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "orchestrate.py")],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "redis.0 serves on 7000: pid " in done.stdout
+    assert ", policy bind:0" in done.stdout
+    assert done.stdout.strip().endswith("job ended: every worker serves: check done; exit code 0")
+    assert _port_free(7000)

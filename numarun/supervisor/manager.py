@@ -117,7 +117,8 @@ class Supervisor:
     :class:`~numarun.supervisor.clock.FakeClock` to test restarts without sleeping);
     ``rng`` draws the backoff jitter; ``state_dir`` is where the state file goes (None: the
     runtime directory; False: no state file); ``guardian`` starts the process that kills
-    the workers if the supervisor itself is killed.
+    the workers if the supervisor itself is killed; ``output_events`` also yields every
+    output line as an ``output`` event (for scripts that wait for "ready" lines).
 
     One supervisor, one thread: call every method from the thread that called ``start``
     (that thread's placement is what workers inherit while they are started).
@@ -133,6 +134,7 @@ class Supervisor:
         state_dir: str | Literal[False] | None = None,
         guardian: bool = True,
         tail_lines: int = 20,
+        output_events: bool = False,
     ) -> None:
         self.job = job
         self.printer: Printer = printer if printer is not None else PrefixPrinter(job.workers)
@@ -143,6 +145,7 @@ class Supervisor:
             None if state_dir is False else statefile.state_path(job.name, state_dir or None)
         )
         self._want_guardian = guardian
+        self._output_events = output_events
         self._guardian: Guardian | None = None
         self._sel = selectors.DefaultSelector()
         self._streams: dict[int, _Stream] = {}
@@ -402,6 +405,10 @@ class Supervisor:
         for text in lines:
             w.tail.append(text)
             self.printer.line(w.spec, stream.name, text)
+            if self._output_events:
+                self._queue.append(
+                    Event("output", self.clock.now(), w.spec, message=text, stream=stream.name)
+                )
 
     # -- exits --------------------------------------------------------------------------
 

@@ -134,6 +134,7 @@ EventKind = Literal[
     "killed",  # it outlived stop_timeout and was sent SIGKILL
     "job-stopping",  # the whole job is stopping (message says why)
     "job-done",  # every worker is down; the supervisor's loop ends
+    "output",  # a line the worker wrote (message; stream); only with output_events=True
 ]
 
 
@@ -148,6 +149,7 @@ class Event:
     status: ExitStatus | None = None
     delay: float | None = None
     message: str = ""
+    stream: str | None = None  # "stdout" or "stderr", for output events
 
     def __str__(self) -> str:
         who = self.worker.label if self.worker is not None else "job"
