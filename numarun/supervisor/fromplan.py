@@ -18,7 +18,15 @@ def job_name_for(spec_path: str | None) -> str:
 
 
 def stop_signal(name: str) -> int:
-    key = name.strip().upper()
+    text = str(name).strip()
+    if text.isdigit():
+        try:
+            return int(signal.Signals(int(text)))
+        except ValueError:
+            raise SpecError(
+                f"stop_signal {text} is not a signal number", 'write stop_signal = "SIGTERM"'
+            ) from None
+    key = text.upper()
     if not key.startswith("SIG"):
         key = "SIG" + key
     try:
