@@ -571,3 +571,15 @@ def test_output_events_carry_each_line_in_order_when_asked() -> None:
     lines = [(e.stream, e.message) for e in sup.events() if e.kind == "output"]
     assert [m for _s, m in lines if _s == "stdout"] == ["one", "three"]
     assert ("stderr", "two") in lines
+
+
+def test_a_reader_that_leaves_does_not_bring_the_supervisor_down() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = os.fdopen(write_end, "w")
+    w = WorkerSpec("w", 0, ("x",))
+    printer = PrefixPrinter([w], out=out, err=out, colour=False)
+    printer.line(w, "stdout", "nobody reads this")  # EPIPE: dropped, not raised
+    printer.note(w, "nor this")
+    with pytest.raises(OSError):
+        out.close()  # the buffered text still fails to flush; only the printer forgives

@@ -277,7 +277,10 @@ class Supervisor:
                 except ChildProcessError:
                     pass
                 self._release(w)
+        for w in self.workers:
+            if w.state not in DOWN:
                 w.state = "stopped"
+                w.next_start = w.stop_deadline = None
         self._finish()
 
     def __enter__(self) -> Supervisor:
@@ -310,6 +313,8 @@ class Supervisor:
             if self._signal_fd is not None:
                 self._sel.unregister(read_end)
                 self._signal_fd = None
+            if self._finished:
+                self._sel.close()
             os.close(read_end)
             os.close(write_end)
 

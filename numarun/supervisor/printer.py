@@ -86,6 +86,7 @@ class PrefixPrinter:
         self.colour = colour
         self._width = max((len(_tag(w)) for w in workers), default=0)
         self._width = max(self._width, len("numarun"))
+        self._gone: set[int] = set()
 
     def _prefix(self, tag: str, index: int | None) -> str:
         text = f"{tag:<{self._width}} |"
@@ -94,15 +95,24 @@ class PrefixPrinter:
             return f"\033[{code}m{text}{_RESET}"
         return text
 
+    def _write(self, target: TextIO, text: str) -> None:
+        # A reader that went away (``numarun run job.toml | head``, a closed terminal) must
+        # not bring the supervisor down with the workers in its care: drop that stream.
+        if id(target) in self._gone:
+            return
+        try:
+            target.write(text)
+            target.flush()
+        except (OSError, ValueError):
+            self._gone.add(id(target))
+
     def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
         target = self.out if stream == "stdout" else self.err
-        target.write(f"{self._prefix(_tag(worker), worker.index)} {text}\n")
-        target.flush()
+        self._write(target, f"{self._prefix(_tag(worker), worker.index)} {text}\n")
 
     def note(self, worker: WorkerSpec | None, text: str) -> None:
-        tag = "numarun"
-        self.err.write(f"{self._prefix(tag, None)} {worker.label + ': ' if worker else ''}{text}\n")
-        self.err.flush()
+        who = f"{worker.label}: " if worker else ""
+        self._write(self.err, f"{self._prefix('numarun', None)} {who}{text}\n")
 
 
 class NullPrinter:
