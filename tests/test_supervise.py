@@ -583,3 +583,47 @@ def test_a_reader_that_leaves_does_not_bring_the_supervisor_down() -> None:
     printer.note(w, "nor this")
     with pytest.raises(OSError):
         out.close()  # the buffered text still fails to flush; only the printer forgives
+
+
+def test_a_planned_spec_becomes_worker_slots_with_its_supervision_keys() -> None:
+    from numarun.plan import plan_job
+    from numarun.spec import parse_spec_text
+    from numarun.supervisor.fromplan import job_from_plan
+    from numarun.topology import read_topology
+
+    spec = parse_spec_text(
+        """
+[[process]]
+name = "db"
+command = ["postgres", "-p", "54{worker}"]
+workers = 2
+policy = "bind"
+restart = "always"
+backoff = { initial = 1, max = 20, jitter = 0 }
+crash_loop = { limit = 3, window = 30 }
+on_failure = "continue"
+stop_signal = "INT"
+stop_timeout = 60
+logs = "/var/log/db/{worker}.log"
+env = { ROLE = "db{worker}" }
+""",
+        "/etc/numarun/pg.toml",
+    )
+    job = job_from_plan(plan_job(read_topology(), spec))
+    assert job.name == "pg" and job.source == "/etc/numarun/pg.toml"
+    assert [w.label for w in job.workers] == ["db.0", "db.1"]
+    w = job.workers[1]
+    assert w.argv == ("postgres", "-p", "541")
+    assert w.memory is not None and w.memory.mode == "bind"
+    assert w.cpus and w.node == 0
+    assert w.restart == RestartSettings(
+        restart="always",
+        backoff_initial=1,
+        backoff_max=20,
+        backoff_jitter=0,
+        crash_limit=3,
+        crash_window=30,
+    )
+    assert (w.on_failure, w.stop_signal, w.stop_timeout) == ("continue", signal.SIGINT, 60)
+    assert w.log == "/var/log/db/1.log" and w.stdin == "null"
+    assert w.env is not None and w.env["ROLE"] == "db1" and "PATH" in w.env
