@@ -394,16 +394,19 @@ def make_plan(
         else:
             nodes = _implicit_nodes(mode, topology, plan, cpus, root)
         if word == "local+cpuless" and mode != "preferred":
-            cpuless = frozenset(
+            # The nearest CPU-less memory node (CXL, HBM) to the local node, as the
+            # planner does for memory_nodes = "local+cpuless".
+            cpuless = [
                 n
                 for n in topology.nodes_with_memory(allowed_only=True)
                 if not topology.nodes[n].cpus
-            )
-            if cpuless - nodes:
-                nodes |= cpuless
+            ]
+            if cpuless and nodes:
+                nearest = topology.nearest(min(nodes), cpuless)[0]
+                nodes |= {nearest}
                 plan.reasons.append(
                     f"memory nodes {format_list(nodes)}: preset {request.preset} adds the "
-                    f"CPU-less memory nodes {format_list(cpuless)}"
+                    f"nearest CPU-less memory node, {nearest}"
                 )
         if cpus is None and word != "all" and len(nodes) == 1:
             # numarun chose this node itself (no CPU option to derive it from): run the
