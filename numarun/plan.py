@@ -562,13 +562,18 @@ def plan_slots(
     node with usable CPUs. ``policy`` is a memory policy mode (presets are resolved by the
     caller, see :func:`numarun.presets.find_preset`). Warnings are appended to ``warnings``.
     """
-    from numarun.presets import canonical_mode
+    # mempolicy's spelling table, not presets' (the same one): presets loads tomllib, and
+    # numarun --per-rank reaches this on the prefix launcher's start-up path.
+    from numarun.mempolicy import canonical_mode
 
     if count < 1:
         raise UnsuitableError(f"cannot place {count} slots", "ask for at least one")
-    mode = canonical_mode(policy)
-    if mode is None:
-        raise UnsuitableError(f"unknown memory policy mode {policy!r}", "use bind, interleave, ...")
+    try:
+        mode = canonical_mode(policy)
+    except ValueError:
+        raise UnsuitableError(
+            f"unknown memory policy mode {policy!r}", "use bind, interleave, ..."
+        ) from None
     ctx = _Context(where=lambda key: key, label="slots")
     chosen = sorted(nodes) if nodes is not None else topology.nodes_with_cpus()
     for node in chosen:
