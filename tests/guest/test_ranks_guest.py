@@ -25,7 +25,7 @@ def _cpus(text: str) -> set[int]:
 def _ranks(got: dict[str, Any], count: int) -> list[dict[str, Any]]:
     run = got["run"]
     assert run["rc"] == 0, run["stderr"]
-    ranks = got["ranks"]
+    ranks: list[dict[str, Any]] = got["ranks"]
     assert [r["rank"] for r in ranks] == list(range(count)), (ranks, run["stderr"])
     return ranks
 
