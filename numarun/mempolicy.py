@@ -506,6 +506,22 @@ def _translate(call: str, err: OSError, policy: MemoryPolicy | None = None) -> N
     return KernelRefusedError(f"{call}{what} failed: {os.strerror(code or 0)} (errno {code})")
 
 
+def _policy_args(policy: MemoryPolicy) -> tuple[object, int]:
+    """The (nodemask, maxnode) pair that set_mempolicy and mbind take for ``policy``.
+
+    Refuses first, naming the Linux release needed, a mode or flag this kernel lacks:
+    an old kernel would answer EINVAL, which says nothing useful.
+    """
+    for feature in (policy.mode, *sorted(policy.flags)):
+        needed = kernel_lacks(feature)
+        if needed is not None:
+            raise ModeUnsupportedError(feature, needed, refused=False)
+    if policy.mode in NODELESS_MODES:
+        return None, 0
+    bits = node_mask_bits()
+    return _mask_from(policy.nodes, bits), bits + 1
+
+
 def set_mempolicy(policy: MemoryPolicy) -> None:
     """Make ``policy`` the calling thread's memory policy (see :class:`thread_policy`).
 
@@ -514,17 +530,7 @@ def set_mempolicy(policy: MemoryPolicy) -> None:
     :class:`~numarun.errors.KernelRefusedError` for seccomp (``EPERM``), missing NUMA
     support (``ENOSYS``) and other refusals.
     """
-    for feature in (policy.mode, *sorted(policy.flags)):
-        needed = kernel_lacks(feature)
-        if needed is not None:
-            raise ModeUnsupportedError(feature, needed, refused=False)
-    if policy.mode in NODELESS_MODES:
-        mask: object = None
-        maxnode = 0
-    else:
-        bits = node_mask_bits()
-        mask = _mask_from(policy.nodes, bits)
-        maxnode = bits + 1
+    mask, maxnode = _policy_args(policy)
     try:
         _call(1, "set_mempolicy", policy.kernel_mode, mask, maxnode)
     except OSError as err:
@@ -605,19 +611,9 @@ def mbind(
     ``strict`` fails with ``EIO`` if pages stay misplaced. A range policy outranks the
     thread's policy for that range and is inherited across ``fork`` but not ``exec``.
     """
-    for feature in (policy.mode, *sorted(policy.flags)):
-        needed = kernel_lacks(feature)
-        if needed is not None:
-            raise ModeUnsupportedError(feature, needed, refused=False)
+    mask, maxnode = _policy_args(policy)
     flags = (MPOL_MF_MOVE if move else 0) | (MPOL_MF_MOVE_ALL if move_all else 0)
     flags |= MPOL_MF_STRICT if strict else 0
-    if policy.mode in NODELESS_MODES:
-        mask: object = None
-        maxnode = 0
-    else:
-        bits = node_mask_bits()
-        mask = _mask_from(policy.nodes, bits)
-        maxnode = bits + 1
     try:
         _call(0, "mbind", address, length, policy.kernel_mode, mask, maxnode, flags)
     except OSError as err:
