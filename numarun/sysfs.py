@@ -15,6 +15,10 @@ import os
 from numarun import cpulist
 from numarun.errors import TopologyError
 
+TYPE_CHECKING = False  # typing costs ms at start-up; only the type checker needs it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 NODE_DIR = "sys/devices/system/node"
 CPU_DIR = "sys/devices/system/cpu"
 
@@ -70,23 +74,18 @@ class Root:
 
     def read_list(self, rel: str) -> frozenset[int] | None:
         """A file in the kernel's list format (``0-3,8``)."""
-        text = self.read(rel)
-        if text is None:
-            return None
-        try:
-            return cpulist.parse_list(text)
-        except ValueError as err:
-            raise TopologyError(
-                f"{self.join(rel)}: {err}", "the snapshot or sysfs is damaged"
-            ) from None
+        return self._read_set(rel, cpulist.parse_list)
 
     def read_mask(self, rel: str) -> frozenset[int] | None:
         """A file in the kernel's hex mask format (``00000000,0000000f``)."""
+        return self._read_set(rel, cpulist.parse_mask)
+
+    def _read_set(self, rel: str, parse: Callable[[str], frozenset[int]]) -> frozenset[int] | None:
         text = self.read(rel)
         if text is None:
             return None
         try:
-            return cpulist.parse_mask(text)
+            return parse(text)
         except ValueError as err:
             raise TopologyError(
                 f"{self.join(rel)}: {err}", "the snapshot or sysfs is damaged"
