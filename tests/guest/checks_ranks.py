@@ -65,10 +65,13 @@ def _ranks(stdout: str) -> list[JSONDict]:
 
 
 def _result(run: JSONDict) -> JSONDict:
+    """The ranks' reports and a slim run: the whole guest report travels as one line, so
+    no argv (it holds the probe) and only the tail of stderr (stdout when nothing parsed)."""
     ranks = _ranks(run["stdout"])
-    run["stdout"] = run["stdout"][-3000:]
-    run["stderr"] = run["stderr"][-3000:]
-    return {"ranks": ranks, "run": run}
+    slim = {"rc": run["rc"], "seconds": run["seconds"], "stderr": run["stderr"][-700:]}
+    if not ranks:
+        slim["stdout"] = run["stdout"][-300:]
+    return {"ranks": ranks, "run": slim}
 
 
 def _mpirun(ctx: Context, np: int, *binding: str, options: Sequence[str] = ()) -> JSONDict:
