@@ -28,8 +28,6 @@ launcher installed.
 
 from __future__ import annotations
 
-import re
-
 from numarun.errors import UnknownResourceError, UsageError
 
 TYPE_CHECKING = False
@@ -46,8 +44,6 @@ SLURM_NODE = "SLURM_NODEID"
 #: Per-node task lists, the step's first (see the module docstring for the order).
 SLURM_TASK_LISTS = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
 SLURM_PER_NODE = "SLURM_NTASKS_PER_NODE"
-
-_TASK_ITEM = re.compile(r"\s*(\d+)\s*(?:\(\s*x\s*(\d+)\s*\))?\s*")
 
 
 class RankInfo:
@@ -83,15 +79,20 @@ class RankInfo:
 
 def parse_task_list(text: str, name: str = "SLURM_TASKS_PER_NODE") -> list[int]:
     """Slurm's compressed per-node counts: ``2(x3),1`` -> ``[2, 2, 2, 1]``."""
+    # Parsed by hand rather than with re: this is on the prefix launcher's start-up path.
     counts: list[int] = []
     for item in text.split(","):
-        m = _TASK_ITEM.fullmatch(item)
-        if m is None:
+        count, bracket, repeat = item.replace(" ", "").partition("(x")
+        if bracket:  # N(xM): M nodes with N tasks each
+            repeat = repeat[:-1] if repeat.endswith(")") else "?"
+        elif not repeat:
+            repeat = "1"
+        if not (count.isdigit() and count.isascii() and repeat.isdigit() and repeat.isascii()):
             raise UsageError(
                 f"{name}={text!r} is not a Slurm task count list",
                 "expected counts such as 4, 4(x2) or 2(x3),1; or give --ranks N",
             )
-        counts.extend([int(m[1])] * int(m[2] or 1))
+        counts.extend([int(count)] * int(repeat))
     return counts
 
 
