@@ -1,8 +1,9 @@
 """``numarun placement``, ``numarun numastat`` and ``numarun migrate``: where pages really are.
 
-``placement`` is parsed with argparse and reached from :mod:`numarun.__main__` without
-typer, like ``topology``: it is measured against ``numastat -p`` and typer's import alone
-costs ~70 ms. The typer application registers all three for help and for the other two.
+All three are parsed with argparse and reached from :mod:`numarun.__main__` without
+typer, like ``topology``: ``placement`` is measured against ``numastat -p``, all three run
+in health checks, and typer's import alone costs ~70 ms (seconds in an emulated guest).
+The typer application registers the same commands for ``numarun --help``.
 """
 
 from __future__ import annotations
@@ -34,25 +35,44 @@ MB = 1 << 20
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"placement: {message}", "see 'numarun placement --help'")
+        command = self.prog.removeprefix("numarun ")
+        raise UsageError(f"{command}: {message}", f"see 'numarun {command} --help'")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="numarun placement", description=PLACEMENT_HELP, add_help=False)
-    p.add_argument("targets", nargs="+", metavar="PID-or-NAME")
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"numarun {command}", description=description, add_help=False)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", type=float, metavar="SECONDS")
-    p.add_argument("--check", action="store_true")
     p.add_argument("--root", default="/")
     return p
 
 
 def run_placement(argv: list[str]) -> int:
     """The fast path: ``numarun placement ...`` without typer."""
-    args = _parser().parse_args(argv)
+    p = _parser("placement", PLACEMENT_HELP)
+    p.add_argument("targets", nargs="+", metavar="PID-or-NAME")
+    p.add_argument("--watch", type=float, metavar="SECONDS")
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args(argv)
     return placement(
         args.targets, as_json=args.json, watch=args.watch, check=args.check, root=args.root
     )
+
+
+def run_numastat(argv: list[str]) -> int:
+    """The fast path: ``numarun numastat ...`` without typer."""
+    args = _parser("numastat", NUMASTAT_HELP).parse_args(argv)
+    show_numastat(as_json=args.json, root=args.root)
+    return 0
+
+
+def run_migrate(argv: list[str]) -> int:
+    """The fast path: ``numarun migrate PID --to NODES ...`` without typer."""
+    p = _parser("migrate", MIGRATE_HELP)
+    p.add_argument("target", metavar="PID")
+    p.add_argument("--to", required=True, metavar="NODES")
+    p.add_argument("--from", dest="from_", metavar="NODES")
+    args = p.parse_args(argv)
+    return migrate(args.target, args.to, args.from_, as_json=args.json, root=args.root)
 
 
 # -- gathering -------------------------------------------------------------------------------

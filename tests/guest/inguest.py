@@ -510,11 +510,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checks": run_checks(ctx, only),
         "seconds": round(time.monotonic() - t0, 2),
     }
-    if ns.pretty:
-        print(json.dumps(report, indent=2))
-    else:
-        print(RESULT_PREFIX + json.dumps(report))
+    text = json.dumps(report, indent=2) if ns.pretty else RESULT_PREFIX + json.dumps(report)
+    _write_all(1, (text + "\n").encode())
     return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte. A virtio port takes at most 32 KiB a write, and with
+    PYTHONUNBUFFERED set print() hands the text to the raw file once and drops whatever a
+    short write left over: long reports came back cut at 32768 bytes."""
+    sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 if __name__ == "__main__":
