@@ -396,3 +396,24 @@ def test_slot_properties(topology: Topology, count: int, smt: str, data: st.Data
         assert set(taken) == units  # every unit used once sharing starts
     if want is not None:
         assert len(taken) == len(set(taken))
+
+
+def test_fewer_workers_than_nodes_group_the_nearest_nodes(tmp_path: Path) -> None:
+    # Two pairs of near nodes (0-1 and 2-3 at 16), the pairs far apart (22): three workers
+    # leave one pair together, never a far pair such as 1-2.
+    from tests.fakesysfs import FakeMachine
+
+    def dist(a: int, b: int) -> int:
+        return 10 if a == b else 16 if a // 2 == b // 2 else 22
+
+    machine = FakeMachine(
+        nodes={n: [2 * n, 2 * n + 1] for n in range(4)},
+        siblings=[(2 * n, 2 * n + 1) for n in range(4)],
+        distances={a: {b: dist(a, b) for b in range(4)} for a in range(4)},
+    )
+    topo = read_topology(machine.write(tmp_path))
+    slots = plan_slots(topo, 3)
+    groups = sorted(sorted(s.nodes) for s in slots)
+    assert groups == [[0, 1], [2], [3]]
+    cores = [core for s in slots for core in topo.cores_of(s.cpus)]
+    assert len(cores) == len(set(cores)) == 4  # every core used, none shared
