@@ -472,14 +472,13 @@ def launcher_room(topology: Topology, root: str = "/") -> frozenset[int]:
     away. A rank whose usable CPUs are fewer than this was bound by its launcher.
     """
     from numarun import sysfs
-    from numarun.topology import _cgroup_cpuset  # the same reader topology.allowed uses
+    from numarun.topology import read_cgroup_cpuset
 
-    fs = sysfs.Root(root)
-    found = _cgroup_cpuset(fs, "self")
+    found = read_cgroup_cpuset(root)
     room = topology.online_cpus()
     if found is not None and found[0] is not None:
         room &= found[0]
-    isolated = fs.read_list("sys/devices/system/cpu/isolated")
+    isolated = sysfs.Root(root).read_list("sys/devices/system/cpu/isolated")
     return room - isolated if isolated else room
 
 

@@ -411,6 +411,18 @@ def _read_allowed(
     return Allowed(cpus=cpus, mems=mems, source=" and ".join(sources) or "whole machine")
 
 
+def read_cgroup_cpuset(
+    root: str | os.PathLike[str] = "/", pid: int | str = "self"
+) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
+    """The CPUs and memory nodes the process's cpuset cgroup allows, and which cgroup.
+
+    Unlike :attr:`Topology.allowed`, this leaves out the process's own CPU affinity: it is
+    what a launcher's binding (``mpirun --bind-to``, ``taskset``) is measured against.
+    None when no cpuset cgroup applies; either set is None when the cgroup does not say.
+    """
+    return _cgroup_cpuset(sysfs.Root(root), pid)
+
+
 def _cgroup_cpuset(
     fs: sysfs.Root, pid: int | str
 ) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
