@@ -74,6 +74,11 @@ def main() -> int:
     cases.append(
         ("python -S -m numarun (checkout)", [python, "-S", "-m", "numarun", *prefix], bare_env)
     )
+    # One MPI rank of two: plans every rank of the host (issue 8) before it execs.
+    per_rank = ["--per-rank", "--rank", "1", "--ranks", "2", "--policy", "bind", "--", "true"]
+    cases.append(
+        ("python -m numarun --per-rank (rank 1 of 2)", [python, "-m", "numarun", *per_rank], env)
+    )
 
     try:
         for _, argv, case_env in cases:  # warm up: page cache and bytecode cache

@@ -29,27 +29,29 @@ The rules (each one tested against every machine in ``../shared/topologies``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from numarun.cpulist import format_list
 from numarun.errors import NotAllowedError, NumarunError, UnsuitableError
 from numarun.mempolicy import NODELESS_MODES, MemoryPolicy
 from numarun.topology import Topology
+from numarun.value import Value
 
+# The prefix launcher's --per-rank plans every rank of the host before it execs, so this
+# module keeps dataclasses, typing, re and pydantic (the spec) off its import path.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from numarun.spec import Backoff, CrashLoop, JobSpec, ProcessSpec
 
 Core = tuple[int, ...]  # one physical core: its usable threads, ascending
 
-_PLACEHOLDER = re.compile(r"(?<!\$)\{(node|worker|cpus|mem_nodes|name)\}")
+_PLACEHOLDER = r"(?<!\$)\{(node|worker|cpus|mem_nodes|name)\}"
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(Value):
     """Where one worker (or MPI rank) runs: CPUs, home node, memory policy."""
 
     index: int
@@ -60,8 +62,7 @@ class Placement:
     memory: MemoryPolicy
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerPlan:
+class WorkerPlan(Value):
     """One worker of a process group, ready to launch."""
 
     name: str  # the process group's name
@@ -94,8 +95,7 @@ class WorkerPlan:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessPlan:
+class ProcessPlan(Value):
     """A process group's workers and what the supervisor does with them."""
 
     name: str
@@ -128,8 +128,7 @@ class ProcessPlan:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(Value):
     """The whole job: every process group's workers, and what deserves a second look."""
 
     processes: tuple[ProcessPlan, ...]
@@ -146,13 +145,13 @@ class Plan:
         }
 
 
-@dataclass(slots=True)
 class _Context:
     """What a placement error or warning needs to say where it comes from."""
 
-    where: Any  # (key) -> "file:line: process[i].key"
-    warnings: list[str] = field(default_factory=list)
-    label: str = ""
+    def __init__(self, where: Callable[[str], str], label: str = "") -> None:
+        self.where = where  # (key) -> "file:line: process[i].key"
+        self.label = label
+        self.warnings: list[str] = []
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:  # once per group, however many workers trip it
@@ -540,7 +539,9 @@ def expand(text: str, values: dict[str, str]) -> str:
     Other braces are left as they are (``${HOME}``, ``{print $1}``), so shell code and JSON
     arguments pass through untouched.
     """
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    import re  # here, not at the top: see TYPE_CHECKING above
+
+    return re.sub(_PLACEHOLDER, lambda m: values[m.group(1)], text)
 
 
 # --- the public entry points -------------------------------------------------------------

@@ -21,8 +21,9 @@ Truths chosen where tools disagree (each tested against ``../shared/topologies``
 * A machine whose sysfs has no node directory at all is one node, 0, holding every CPU and
   the memory of ``/proc/meminfo`` (what numactl reports on non-NUMA kernels).
 
-The classes are plain ``__slots__`` classes rather than dataclasses on purpose: importing
-:mod:`dataclasses` costs ~15 ms here, a large share of ``numarun topology``'s run time.
+The classes are :class:`numarun.value.Value` records rather than dataclasses on purpose:
+importing :mod:`dataclasses` costs ~15 ms here, a large share of ``numarun topology``'s
+run time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import os
 
 from numarun import sysfs
 from numarun.errors import TopologyError
+from numarun.value import Value
 
 # typing and collections.abc are needed only by the type checker; importing them costs
 # several ms on every run of `numarun topology`, so they stay out of the runtime path.
@@ -43,37 +45,9 @@ SNAPSHOT_FORMAT = "numarun-topology"
 SNAPSHOT_VERSION = 1
 
 
-class _Value:
-    """Immutable value object: keyword construction, equality and repr from ``__slots__``."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __init__(self, **fields: Any) -> None:
-        for name in self.__slots__:
-            object.__setattr__(self, name, fields.pop(name))
-        if fields:
-            raise TypeError(f"{type(self).__name__} has no field {sorted(fields)[0]!r}")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__
-        )
-
-    def __hash__(self) -> int:
-        return hash(tuple(repr(getattr(self, n)) for n in self.__slots__))
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"{type(self).__name__}({inner})"
-
-
-class Cpu(_Value):
+class Cpu(Value):
     """One logical CPU (a hardware thread, hwloc's PU)."""
 
-    __slots__ = ("cluster", "core", "core_id", "die", "id", "node", "online", "package", "siblings")
     id: int
     online: bool
     node: int | None  # None: no node lists it (seen with offline nodes)
@@ -85,20 +59,18 @@ class Cpu(_Value):
     siblings: frozenset[int]  # SMT siblings, itself included
 
 
-class Core(_Value):
+class Core(Value):
     """A physical core: the set of SMT siblings that share it."""
 
-    __slots__ = ("cpus", "index", "node", "package")
     index: int
     cpus: frozenset[int]
     package: int | None
     node: int | None
 
 
-class Node(_Value):
+class Node(Value):
     """A NUMA node: CPUs, memory, and distances to every other node."""
 
-    __slots__ = ("cpus", "distances", "id", "memory_free_kb", "memory_total_kb")
     id: int
     cpus: frozenset[int]  # every CPU the node lists, online or not
     memory_total_kb: int
@@ -110,29 +82,26 @@ class Node(_Value):
         return self.memory_total_kb > 0
 
 
-class Allowed(_Value):
+class Allowed(Value):
     """What this process may use, and where that limit came from."""
 
-    __slots__ = ("cpus", "mems", "source")
     cpus: frozenset[int]
     mems: frozenset[int]
     source: str  # e.g. "cgroup v2 /sys/fs/cgroup/job1" or "/proc/self/status"
 
 
-class Identity(_Value):
+class Identity(Value):
     """Who the machine is, and kernel settings that matter for placement."""
 
-    __slots__ = ("kernel", "numa_balancing", "product_name", "sys_vendor")
     sys_vendor: str | None  # DMI, e.g. "Amazon EC2"
     product_name: str | None  # DMI, e.g. "r5.24xlarge"
     numa_balancing: bool | None  # /proc/sys/kernel/numa_balancing
     kernel: str | None  # release, e.g. "6.1.0-18-amd64"
 
 
-class Topology(_Value):
+class Topology(Value):
     """The whole machine, with what this process is allowed to use marked."""
 
-    __slots__ = ("allowed", "cores", "cpus", "identity", "nodes", "source")
     nodes: dict[int, Node]  # by id, ascending; ids may be sparse (0, 8, 250-255)
     cpus: dict[int, Cpu]  # by id, ascending
     cores: tuple[Core, ...]  # physical cores of online CPUs, by lowest CPU
@@ -200,7 +169,7 @@ class Topology(_Value):
             "format": SNAPSHOT_FORMAT,
             "version": SNAPSHOT_VERSION,
             "source": self.source,
-            "identity": {n: getattr(self.identity, n) for n in Identity.__slots__},
+            "identity": {n: getattr(self.identity, n) for n in Identity._fields},
             "allowed": {
                 "cpus": sorted(self.allowed.cpus),
                 "mems": sorted(self.allowed.mems),
