@@ -34,6 +34,7 @@ import sys
 
 from numarun import mempolicy as _mempolicy
 from numarun.errors import SpecError
+from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: keep the prefix launcher's imports small
@@ -197,46 +198,19 @@ def _indexed(parts: list[str], arrays: dict[tuple[object, ...], int]) -> list[ob
 # --- presets ------------------------------------------------------------------------------
 
 
-class Preset:
+class Preset(Value):
     """One preset file, validated."""
 
-    __slots__ = (
-        "cpus_per_worker",
-        "description",
-        "memory_nodes",
-        "mode",
-        "name",
-        "path",
-        "reason",
-        "smt",
-        "source",
-        "workers",
-    )
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        path: str,
-        source: str,
-        mode: str,
-        description: str = "",
-        reason: str = "",
-        memory_nodes: str | None = None,
-        smt: str | None = None,
-        workers: str | int | None = None,
-        cpus_per_worker: str | int | None = None,
-    ) -> None:
-        self.name = name
-        self.path = path
-        self.source = source
-        self.mode = mode
-        self.description = description
-        self.reason = reason
-        self.memory_nodes = memory_nodes
-        self.smt = smt
-        self.workers = workers
-        self.cpus_per_worker = cpus_per_worker
+    name: str
+    path: str
+    source: str
+    mode: str
+    description: str = ""
+    reason: str = ""
+    memory_nodes: str | None = None
+    smt: str | None = None
+    workers: str | int | None = None
+    cpus_per_worker: str | int | None = None
 
     def defaults(self) -> dict[str, object]:
         """The job-spec keys this preset sets (besides the mode), for a process group."""

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping
 
 from numarun import cpulist
 from numarun.numamaps import KINDS, Policy, Summary
+from numarun.value import Value
 
 # Kinds whose pages follow the allocation policy; "file" (page cache) does not.
 JUDGED_KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge")
@@ -51,63 +52,35 @@ PASS, FAIL, SKIP = "pass", "fail", "skip"
 MiB = 1 << 20
 
 
-class Rules:
+class Rules(Value):
     """The tolerances the verdicts use (see the module docstring)."""
 
-    __slots__ = ("interleave_min_bytes", "interleave_points", "low_free_share", "spill_share")
-
-    def __init__(
-        self,
-        *,
-        interleave_points: float = 5.0,
-        interleave_min_bytes: int = 4 * MiB,
-        spill_share: float = 0.01,
-        low_free_share: float = 0.03,
-    ) -> None:
-        self.interleave_points = interleave_points
-        self.interleave_min_bytes = interleave_min_bytes
-        self.spill_share = spill_share
-        self.low_free_share = low_free_share
+    interleave_points: float = 5.0
+    interleave_min_bytes: int = 4 * MiB
+    spill_share: float = 0.01
+    low_free_share: float = 0.03
 
 
 DEFAULT_RULES = Rules()
 
 
-class Verdict:
+class Verdict(Value):
     """The judgement of the memory allocated under one policy."""
 
-    __slots__ = (
-        "expected",
-        "judged_bytes",
-        "message",
-        "node_bytes",
-        "off_bytes",
-        "policy",
-        "status",
-    )
     policy: Policy
     status: str  # PASS, FAIL or SKIP
     expected: frozenset[int]  # the nodes the policy (or the CPUs) point at
     node_bytes: dict[int, int]  # judged bytes per node
-    judged_bytes: int
-    off_bytes: int  # judged bytes outside ``expected``
     message: str
 
-    def __init__(
-        self,
-        policy: Policy,
-        status: str,
-        expected: frozenset[int],
-        node_bytes: dict[int, int],
-        message: str,
-    ) -> None:
-        self.policy = policy
-        self.status = status
-        self.expected = expected
-        self.node_bytes = node_bytes
-        self.judged_bytes = sum(node_bytes.values())
-        self.off_bytes = sum(b for n, b in node_bytes.items() if n not in expected)
-        self.message = message
+    @property
+    def judged_bytes(self) -> int:
+        return sum(self.node_bytes.values())
+
+    @property
+    def off_bytes(self) -> int:
+        """Judged bytes outside ``expected``."""
+        return sum(b for n, b in self.node_bytes.items() if n not in self.expected)
 
     @property
     def ok(self) -> bool:
@@ -170,7 +143,9 @@ def judge(
         aim = f"{mode} to {nodes_text(policy.nodes)}"
 
     def verdict(status: str, message: str) -> Verdict:
-        return Verdict(policy, status, expected, placed, message)
+        return Verdict(
+            policy=policy, status=status, expected=expected, node_bytes=placed, message=message
+        )
 
     if judged == 0:
         return verdict(SKIP, "no memory allocated under this policy")
@@ -253,19 +228,9 @@ def _nodes_with_room(
 # -- a whole process ---------------------------------------------------------------------------
 
 
-class ProcessReport:
+class ProcessReport(Value):
     """Everything ``numarun placement`` says about one process."""
 
-    __slots__ = (
-        "cpu_nodes",
-        "cpus_allowed",
-        "mems_allowed",
-        "name",
-        "pid",
-        "summary",
-        "threads",
-        "verdicts",
-    )
     pid: int
     name: str
     summary: Summary
@@ -274,27 +239,6 @@ class ProcessReport:
     cpu_nodes: frozenset[int]
     threads: dict[int, tuple[int, int | None]]  # tid -> (last CPU, its node)
     verdicts: list[Verdict]
-
-    def __init__(
-        self,
-        *,
-        pid: int,
-        name: str,
-        summary: Summary,
-        cpus_allowed: frozenset[int],
-        mems_allowed: frozenset[int],
-        cpu_nodes: frozenset[int],
-        threads: dict[int, tuple[int, int | None]],
-        verdicts: list[Verdict],
-    ) -> None:
-        self.pid = pid
-        self.name = name
-        self.summary = summary
-        self.cpus_allowed = cpus_allowed
-        self.mems_allowed = mems_allowed
-        self.cpu_nodes = cpu_nodes
-        self.threads = threads
-        self.verdicts = verdicts
 
     @property
     def ok(self) -> bool:
@@ -342,11 +286,12 @@ def build_report(
     if not verdicts:
         verdicts = [
             Verdict(
-                Policy("default", frozenset(), frozenset(), "default"),
-                SKIP,
-                cpu_nodes,
-                {},
-                "no anonymous memory to judge (a zombie, a kernel thread, or only file pages)",
+                policy=Policy("default", frozenset(), frozenset(), "default"),
+                status=SKIP,
+                expected=cpu_nodes,
+                node_bytes={},
+                message="no anonymous memory to judge (a zombie, a kernel thread, or only "
+                "file pages)",
             )
         ]
     threads = {tid: (cpu, cpu_to_node.get(cpu)) for tid, cpu in sorted((thread_cpus or {}).items())}
