@@ -88,11 +88,3 @@ def format_mask(items: Iterable[int], width: int = 32) -> str:
         value |= 1 << bit
     words = max(1, (max(value.bit_length(), width) + 31) // 32)
     return ",".join(f"{(value >> (32 * w)) & 0xFFFFFFFF:08x}" for w in reversed(range(words)))
-
-
-def to_bits(items: Iterable[int]) -> int:
-    """The set as an integer bitmap (bit N set for member N), for syscall masks."""
-    value = 0
-    for bit in items:
-        value |= 1 << bit
-    return value

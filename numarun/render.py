@@ -13,7 +13,6 @@ JSON is :meth:`Topology.to_dict`.
 from __future__ import annotations
 
 import os
-import sys
 
 from numarun import cpulist
 
@@ -214,7 +213,3 @@ def render_hardware(topology: Topology) -> str:
     for a in ids:
         out.append(f"{a: 3d}: " + "".join(f"{topology.distance(a, b): 3d} " for b in ids))
     return "\n".join(out) + "\n"
-
-
-def print_text(text: str, stream: TextIO | None = None) -> None:
-    (stream or sys.stdout).write(text)
