@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from numarun.plan import plan_job, plan_slots
+from numarun.placement.slots import plan_slots
+from numarun.plan import plan_job
 from numarun.spec import parse_spec_text
 from numarun.topology import Topology, read_topology
 

@@ -1,13 +1,14 @@
 """numarun: NUMA placement launcher, workload supervisor and placement report for Linux.
 
 The library is what the CLI is made of, in the direction of dependency
-topology → plan → launch → supervise → report:
+kernel boundary → topology → placement → launch/supervise → report → CLI:
 
 * :mod:`numarun.topology` — ``read_topology(root)``, ``load_topology(path)``, ``Topology``;
 * :mod:`numarun.mempolicy` — ``MemoryPolicy``, ``set_mempolicy``, ``thread_policy`` (per thread);
-* :mod:`numarun.spec` / :mod:`numarun.plan` — ``load_spec(path)``, ``plan_job(topology, spec)``,
-  ``plan_slots(topology, count)``;
-* :mod:`numarun.launch` — ``Request``, ``make_plan``, ``apply_plan``, ``exec_command``;
+* :mod:`numarun.placement` — the one placement engine: ``plan_prefix(request, topology)``,
+  ``plan_rank(...)``, ``plan_slots(topology, count)``; refusals from :mod:`numarun.refusals`;
+* :mod:`numarun.spec` / :mod:`numarun.plan` — ``load_spec(path)``, ``plan_job(topology, spec)``;
+* :mod:`numarun.launch` — ``apply_plan``, ``exec_command``;
 * :mod:`numarun.supervisor` — ``Supervisor``;
 * :mod:`numarun.report` / :mod:`numarun.numamaps` — where pages are, and verdicts.
 
@@ -30,7 +31,7 @@ _EXPORTS = {
     "thread_policy": "numarun.mempolicy",
     "load_spec": "numarun.spec",
     "plan_job": "numarun.plan",
-    "plan_slots": "numarun.plan",
+    "plan_slots": "numarun.placement.slots",
     "Plan": "numarun.plan",
     "Supervisor": "numarun.supervisor",
     "NumarunError": "numarun.errors",

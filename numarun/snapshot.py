@@ -29,6 +29,9 @@ class AllowedModel(_Strict):
     cpus: list[int]
     mems: list[int]
     source: str = "snapshot"
+    cpuset_cpus: list[int] | None = None  # older snapshots: the same as cpus
+    cpuset_mems: list[int] | None = None
+    cpuset_source: str | None = None
 
 
 class NodeModel(_Strict):

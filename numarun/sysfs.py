@@ -202,6 +202,26 @@ def proc_meminfo(root: Root) -> dict[str, int]:
     return parse_meminfo(text) if text is not None else {}
 
 
+def proc_stat_cpus(root: Root) -> dict[int, tuple[int, int]]:
+    """The ``cpuN`` lines of ``/proc/stat`` as (busy, total) jiffies; {} when unreadable."""
+    try:
+        text = root.read("proc/stat")
+    except TopologyError:  # only a tie-break reads it: no load is no reason to refuse
+        return {}
+    out: dict[int, tuple[int, int]] = {}
+    for line in (text or "").splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdecimal() or not name[3:].isascii():
+            continue
+        try:
+            values = [int(v) for v in rest.split()]
+        except ValueError:
+            continue
+        idle = sum(values[3:5])  # idle + iowait
+        out[int(name[3:])] = (sum(values) - idle, sum(values))
+    return out
+
+
 def proc_status(root: Root, pid: int | str = "self") -> dict[str, str]:
     """``/proc/PID/status`` as a dict of raw values."""
     text = root.read(f"proc/{pid}/status")

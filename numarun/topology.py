@@ -88,6 +88,11 @@ class Allowed(Value):
     cpus: frozenset[int]
     mems: frozenset[int]
     source: str  # e.g. "cgroup v2 /sys/fs/cgroup/job1" or "/proc/self/status"
+    # What the cgroup's cpuset allows alone (every CPU and node when none applies): the
+    # limit that explicit options may widen the inherited affinity to.
+    cpuset_cpus: frozenset[int]
+    cpuset_mems: frozenset[int]
+    cpuset_source: str  # "cgroup v2 /sys/fs/cgroup/job1", or "whole machine"
 
 
 class Identity(Value):
@@ -174,6 +179,9 @@ class Topology(Value):
                 "cpus": sorted(self.allowed.cpus),
                 "mems": sorted(self.allowed.mems),
                 "source": self.allowed.source,
+                "cpuset_cpus": sorted(self.allowed.cpuset_cpus),
+                "cpuset_mems": sorted(self.allowed.cpuset_mems),
+                "cpuset_source": self.allowed.cpuset_source,
             },
             "nodes": [
                 {
@@ -370,14 +378,25 @@ def _read_allowed(
     except ValueError as err:
         raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
     found = _cgroup_cpuset(fs, pid)
+    cpuset_cpus, cpuset_mems, cpuset_source = all_cpus, all_nodes, "whole machine"
     if found is not None:
         cg_cpus, cg_mems, where = found
         if cg_cpus is not None:
             cpus = cpus & cg_cpus
+            cpuset_cpus = all_cpus & cg_cpus
         if cg_mems is not None:
             mems = mems & cg_mems
+            cpuset_mems = all_nodes & cg_mems
         sources.append(where)
-    return Allowed(cpus=cpus, mems=mems, source=" and ".join(sources) or "whole machine")
+        cpuset_source = where
+    return Allowed(
+        cpus=cpus,
+        mems=mems,
+        source=" and ".join(sources) or "whole machine",
+        cpuset_cpus=cpuset_cpus,
+        cpuset_mems=cpuset_mems,
+        cpuset_source=cpuset_source,
+    )
 
 
 def read_cgroup_cpuset(
@@ -521,6 +540,13 @@ def from_dict(data: object, *, where: str = "snapshot") -> Topology:
             cpus=frozenset(snap.allowed.cpus),
             mems=frozenset(snap.allowed.mems),
             source=snap.allowed.source,
+            cpuset_cpus=frozenset(
+                snap.allowed.cpus if snap.allowed.cpuset_cpus is None else snap.allowed.cpuset_cpus
+            ),
+            cpuset_mems=frozenset(
+                snap.allowed.mems if snap.allowed.cpuset_mems is None else snap.allowed.cpuset_mems
+            ),
+            cpuset_source=snap.allowed.cpuset_source or snap.allowed.source,
         ),
         identity=Identity(**snap.identity.model_dump()),
         source=snap.source,

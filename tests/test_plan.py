@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from numarun.cpulist import format_list, parse_mask
 from numarun.errors import NumarunError, UnknownResourceError, UnsuitableError
-from numarun.plan import Plan, plan_job, plan_process, plan_slots
+from numarun.placement.slots import plan_slots
+from numarun.plan import Plan, plan_job, plan_process
 from numarun.presets import list_presets
 from numarun.spec import JobSpec, ProcessSpec, load_spec, parse_spec_text
 from numarun.topology import Allowed, Core, Cpu, Identity, Node, Topology, read_topology
@@ -287,7 +288,14 @@ def test_same_cpu_sets_as_hwloc_distrib(name: str, shared_snapshot: Callable[[st
     whole = Topology(
         nodes=real.nodes, cpus=real.cpus, cores=real.cores, identity=real.identity,
         source=real.source,
-        allowed=Allowed(cpus=frozenset(real.cpus), mems=frozenset(real.nodes), source="all"),
+        allowed=Allowed(
+            cpus=frozenset(real.cpus),
+            mems=frozenset(real.nodes),
+            source="all",
+            cpuset_cpus=frozenset(real.cpus),
+            cpuset_mems=frozenset(real.nodes),
+            cpuset_source="whole machine",
+        ),
     )  # fmt: skip
     count = len(whole.nodes_with_cpus())
     ours = sorted(
@@ -357,7 +365,14 @@ def machines(draw: st.DrawFn) -> Topology:
     }  # fmt: skip
     return Topology(
         nodes=nodes, cpus=dict(sorted(cpus.items())), cores=tuple(cores),
-        allowed=Allowed(cpus=allowed, mems=frozenset(ids), source="test"),
+        allowed=Allowed(
+            cpus=allowed,
+            mems=frozenset(ids),
+            source="test",
+            cpuset_cpus=allowed,
+            cpuset_mems=frozenset(ids),
+            cpuset_source="test",
+        ),
         identity=Identity(sys_vendor=None, product_name=None, numa_balancing=None, kernel=None),
         source="generated",
     )  # fmt: skip

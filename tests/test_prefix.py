@@ -246,7 +246,7 @@ def test_policy_without_nodes_chooses_a_node_and_runs_there() -> None:
 
 
 def test_smt_avoid_keeps_one_thread_per_core() -> None:
-    from numarun.launch import one_per_core
+    from numarun.placement.cores import one_per_core
     from numarun.topology import read_topology
 
     expected = one_per_core(read_topology(), frozenset(CPUS))
@@ -293,13 +293,13 @@ REFUSALS: list[tuple[str, list[str], int, str]] = [
     ("c5n", ["-m", "0,7"], 4, "-m: node 7 does not exist on this machine — valid nodes are 0-1"),
     ("c5n", ["-C", "72"], 4, "-C: CPU 72 does not exist on this machine — valid CPUs are 0-71"),
     ("confined", ["--membind", "1"], 5,
-     "--membind: node 1 is outside the memory nodes this process may use: its cgroup/cpuset "
-     "allows only 0 (read from * cgroup v2 /sys/fs/cgroup/jobs/job1) — choose from 0, or widen "
+     "--membind: node 1 is outside the memory nodes this process may use: its cgroup's cpuset "
+     "(cgroup v2 /sys/fs/cgroup/jobs/job1) allows only 0 — choose from 0, or widen "
      "cpuset.mems of the cgroup"),
     ("confined", ["--cpus", "20"], 5,
-     "--cpus: CPU 20 is outside this process's allowed CPUs: its cgroup/cpuset allows 0-17 "
-     "(read from * cgroup v2 /sys/fs/cgroup/jobs/job1) — choose from 0-17, or widen "
-     "cpuset.cpus"),
+     "--cpus: CPU 20 is outside the CPUs this process may use: its cgroup's cpuset "
+     "(cgroup v2 /sys/fs/cgroup/jobs/job1) allows only 0-17 — choose from 0-17, or widen "
+     "cpuset.cpus of the cgroup"),
     ("confined", ["-N", "1"], 5, None),
     ("confined", ["--nodes", "+1"], 5, None),
     ("odd", ["--policy", "bind", "--nodes", "3"], 6,
@@ -308,13 +308,13 @@ REFUSALS: list[tuple[str, list[str], int, str]] = [
     ("odd", ["-C", "5"], 6,
      "-C: CPU 5 is offline — bring it online (echo 1 > /sys/devices/system/cpu/cpu5/online) "
      "or choose from 0-4"),
-    ("odd", ["-N", "2"], 6, "-N: node 2 has no CPUs (a memory-only node) — nodes with CPUs "
-     "are 0-1,3"),
+    ("odd", ["-N", "2"], 6, "-N: node 2 has no CPUs (a memory-only node) — nodes with usable "
+     "CPUs are 0-1,3"),
     ("c5n", ["--cpus", "0", "--cpu-nodes", "1"], 6, None),
-    ("odd", ["--policy", "preferred", "--nodes", "0,1"], 2, None),
+    ("odd", ["--policy", "preferred", "--nodes", "0,1"], 6, None),
     ("c5n", ["-m", "0", "-i", "1"], 2, "-m and -i both set the memory policy — give one "
      "memory policy"),
-    ("c5n", ["--policy", "local", "--nodes", "0"], 2, None),
+    ("c5n", ["--policy", "local", "--nodes", "0"], 6, None),
     ("c5n", ["--smt", "sometimes"], 2, None),
     ("c5n", ["--membind"], 2, "--membind needs a value — see numarun --help"),
     ("c5n", ["--frobnicate"], 2, "unknown option --frobnicate — see numarun --help"),
@@ -352,7 +352,7 @@ def test_refusals(  # noqa: PLR0917 - pytest passes fixtures and parameters by n
 @pytest.mark.parametrize(
     ("snapshot", "options", "code", "fragment"),
     [
-        ("16amd64-8n2c-cpusets", ["-m", "0"], 5, "cgroup/cpuset allows only 1-4 (read from"),
+        ("16amd64-8n2c-cpusets", ["-m", "0"], 5, "cgroup's cpuset (cpuset /dev/cpuset/dummy) allows only 1-4"),
         ("16amd64-8n2c-cpusets", ["-C", "4"], 6, "CPU 4 is offline"),
         ("16amd64-8n2c-cpusets", ["--nodes", "8"], 4, "valid nodes are 0-7"),
         ("nvidiagpunumanodes", ["-N", "250"], 6, "node 250 has no CPUs"),

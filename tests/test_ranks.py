@@ -14,7 +14,9 @@ import pytest
 from numarun import cpulist
 from numarun.commands.prefix import parse_args
 from numarun.errors import NumarunError, UnknownResourceError, UsageError
-from numarun.launch import Plan, launcher_room, make_rank_plan
+from numarun.placement.prefix import LaunchPlan as Plan
+from numarun.placement.rank import launcher_room
+from numarun.placement.rank import plan_rank as make_rank_plan
 from numarun.ranks import discover, parse_task_list
 from numarun.topology import Topology, read_topology
 
@@ -322,7 +324,7 @@ def test_run_applies_the_slot_before_exec() -> None:
         (["--rank", "0", "--ranks", "40", "--smt", "avoid"], {}, 6, "use --smt allow"),
         (["--rank", "x"], {}, 2, "--rank 'x' is not a number"),
         (["--rank", "0", "--ranks", "1", "--nodes", "3"], {}, 4, "node 3 does not exist"),
-        (["--rank", "0", "--ranks", "1", "--policy", "local", "--nodes", "1"], {}, 2,
+        (["--rank", "0", "--ranks", "1", "--policy", "local", "--nodes", "1"], {}, 6,
          "takes no nodes"),
     ],
 )  # fmt: skip
@@ -358,7 +360,7 @@ def test_per_rank_path_imports_no_heavy_modules() -> None:
                    python_flags=("-X", "importtime"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
-    assert "numarun.plan" in imported
+    assert "numarun.placement.slots" in imported  # the planner's slot rules, no job planner
     for heavy in ("typer", "pydantic", "argparse", "click", "rich", "psutil", "numarun.cli",
                   "numarun.spec", "tomllib"):  # fmt: skip
         assert heavy not in imported, f"{heavy} is imported on the --per-rank path"

@@ -13,12 +13,12 @@ import os
 import sys
 
 from numarun.errors import UsageError
-from numarun.launch import Request
 from numarun.nodespec import parse_spec
+from numarun.placement.prefix import Request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from numarun.launch import Plan
+    from numarun.placement.prefix import LaunchPlan
     from numarun.topology import Topology
 
 # Options that take a value, to the request field each sets. numactl's spellings map
@@ -338,7 +338,8 @@ def run_prefix(argv: list[str]) -> int:
         sys.stdout.write(render_hardware(_topology(opts)))
         return 0
 
-    from numarun.launch import apply_plan, describe, exec_command
+    from numarun.launch import apply_plan, exec_command
+    from numarun.placement.prefix import describe
 
     topology = _topology(opts)
     if opts.show:
@@ -357,6 +358,9 @@ def run_prefix(argv: list[str]) -> int:
         if plan.warnings and plan.rank == 0:
             for warning in plan.warnings:
                 print(f"numarun: {warning}", file=sys.stderr)
+    elif plan.warnings and not (opts.dry_run or opts.explain):
+        for warning in plan.warnings:
+            print(f"numarun: {warning}", file=sys.stderr)
     if opts.dry_run or opts.explain:
         note = _probe(plan, live=opts.topology is None and opts.root is None)
         text = describe(plan, explain=opts.explain)
@@ -370,19 +374,22 @@ def run_prefix(argv: list[str]) -> int:
     return 127  # not reached: exec_command replaces the process or raises
 
 
-def _plan(opts: _Options, topology: Topology, *, need_command: bool) -> Plan:
-    from numarun.launch import launcher_room, make_plan, make_rank_plan
+def _plan(opts: _Options, topology: Topology, *, need_command: bool) -> LaunchPlan:
+    from numarun.placement.choose import by_free_memory, live_load
+    from numarun.placement.prefix import plan_prefix
+    from numarun.placement.rank import launcher_room, plan_rank
 
     request = opts.request
     root = opts.root or "/"
     if not request.per_rank:
-        return make_plan(request, topology, root=root, need_command=need_command)
+        chooser = by_free_memory(live_load(root))
+        return plan_prefix(request, topology, chooser=chooser, need_command=need_command)
     # A snapshot (--topology) has no cgroup to read, so "already bound" cannot be told.
     room = launcher_room(topology, root) if opts.topology is None else None
-    return make_rank_plan(request, topology, os.environ, room=room, need_command=need_command)
+    return plan_rank(request, topology, os.environ, room=room, need_command=need_command)
 
 
-def _probe(plan: Plan, *, live: bool) -> str | None:
+def _probe(plan: LaunchPlan, *, live: bool) -> str | None:
     """For --dry-run: would the kernel take the policy, or need the fallback?
 
     On the live machine the policy is applied to this thread and restored, which also

@@ -1,0 +1,165 @@
+"""Node and CPU specs checked against the machine, and the memory nodes of a policy.
+
+Each function takes *where* the spec came from (the option as typed, ``--membind``, or a
+spec's ``file:line: process[0].nodes``) and refuses through :mod:`numarun.refusals`, so a
+mistake reads the same from every front end. Explicit options are checked against the
+cpuset's limit (:attr:`Bounds.cpus`); what they resolve to may widen the inherited affinity.
+"""
+
+from __future__ import annotations
+
+from numarun import refusals
+from numarun.nodespec import resolve as resolve_spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from numarun.nodespec import Spec
+    from numarun.placement.bounds import Bounds
+    from numarun.topology import Topology
+
+#: The words a memory-node setting may be instead of a node spec.
+MEMORY_WORDS = ("local", "all", "local+cpuless")
+
+
+def node_cpus(topology: Topology, node: int, limit: frozenset[int]) -> frozenset[int]:
+    """The online CPUs of ``node`` within ``limit``."""
+    return topology.nodes[node].cpus & limit
+
+
+def nodes_with_cpus(topology: Topology, limit: frozenset[int]) -> list[int]:
+    return [n for n in topology.nodes if topology.nodes[n].cpus & limit]
+
+
+def memory_nodes(topology: Topology, bounds: Bounds) -> list[int]:
+    """The nodes with memory this process may place pages on."""
+    return [n for n in topology.nodes if topology.nodes[n].has_memory and n in bounds.mems]
+
+
+def cpu_nodes(
+    spec: Spec, where: str, topology: Topology, bounds: Bounds, limit: frozenset[int]
+) -> tuple[list[int], frozenset[int]]:
+    """The nodes a CPU-node spec names and their CPUs within ``limit``, checked.
+
+    ``limit`` is :attr:`Bounds.cpus` for an explicit option (it may widen the affinity) and
+    :attr:`Bounds.inherited` for numarun's own choices (a job's ``nodes``).
+    """
+    usable = frozenset(nodes_with_cpus(topology, limit))
+    nodes = resolve_spec(
+        spec, existing=frozenset(topology.nodes), allowed=usable, option=where, kind="node"
+    )
+    if not (spec.everything or spec.invert):
+        for node in sorted(nodes - usable):
+            raise _unusable_cpu_node(topology, bounds, node, where, limit)
+    if not nodes:
+        raise refusals.no_cpus(f"{where} {spec.text}", limit)
+    cpus = frozenset().union(*(node_cpus(topology, n, limit) for n in nodes))
+    return sorted(nodes), cpus
+
+
+def _unusable_cpu_node(
+    topology: Topology, bounds: Bounds, node: int, where: str, limit: frozenset[int]
+) -> Exception:
+    listed = topology.nodes[node].cpus
+    with_cpus = nodes_with_cpus(topology, limit)
+    if not listed:
+        return refusals.cpuless(where, node, with_cpus)
+    online = frozenset(c for c in listed if c in topology.cpus and topology.cpus[c].online)
+    if not online:
+        return refusals.node_offline(where, node, listed, with_cpus)
+    return refusals.node_cpus_outside(where, node, online, with_cpus, bounds.source_of(online))
+
+
+def cpus(spec: Spec, where: str, topology: Topology, bounds: Bounds) -> frozenset[int]:
+    """The CPUs a CPU spec names, checked: they exist, are online, and the cpuset allows them."""
+    named = resolve_spec(
+        spec, existing=frozenset(topology.cpus), allowed=bounds.cpus, option=where, kind="CPU"
+    )
+    if not (spec.everything or spec.invert):
+        offline = sorted(c for c in named if not topology.cpus[c].online)
+        if offline:
+            raise refusals.cpu_offline(where, offline, bounds.cpus)
+        outside = sorted(named - bounds.cpus)
+        if outside:
+            raise refusals.cpus_outside(where, outside, bounds.cpus, bounds.cpuset)
+    if not named:
+        raise refusals.no_cpus(f"{where} {spec.text}", bounds.cpus)
+    return named
+
+
+def named_memory_nodes(
+    spec: Spec, where: str, topology: Topology, bounds: Bounds
+) -> frozenset[int]:
+    """The memory nodes a node spec names, checked: they exist, have memory, are allowed.
+
+    ``all`` and ``!LIST`` leave memory-less nodes out instead of refusing them: the user did
+    not name them.
+    """
+    with_memory = frozenset(n for n in topology.nodes if topology.nodes[n].has_memory)
+    named = resolve_spec(
+        spec, existing=frozenset(topology.nodes), allowed=bounds.mems, option=where, kind="node"
+    )
+    if spec.everything or spec.invert:
+        named &= with_memory
+    else:
+        memless = sorted(named - with_memory)
+        if memless:
+            raise refusals.memoryless(where, memless, memory_nodes(topology, bounds))
+        outside = sorted(named - bounds.mems)
+        if outside:
+            raise refusals.memory_outside(
+                where, outside, memory_nodes(topology, bounds), bounds.cpuset
+            )
+    if not named:
+        raise refusals.no_memory_allowed(f"{where} {spec.text}", bounds.cpuset)
+    return named
+
+
+def policy_nodes(
+    topology: Topology,
+    bounds: Bounds,
+    *,
+    mode: str,
+    word: str | None,
+    home: int,
+    worker_nodes: Sequence[int],
+    where: str,
+    warn: Callable[[str], None],
+) -> list[int]:
+    """The memory nodes of a worker's policy from a memory word (one rule for every front end).
+
+    ``local`` is the worker's own nodes that have memory, or the nearest node with memory
+    when they have none (memory-less CPU nodes); ``all`` every allowed node with memory;
+    ``local+cpuless`` adds the nearest CPU-less memory node (CXL, HBM) to ``local``. None
+    means ``all`` for the interleave modes and ``local`` otherwise. ``preferred`` keeps the
+    node nearest to ``home`` of a local set.
+    """
+    if word is None:
+        word = "all" if mode in ("interleave", "weighted-interleave") else "local"
+    mems = memory_nodes(topology, bounds)
+    if not mems:
+        raise refusals.no_memory_allowed(where, bounds.cpuset)
+    if word == "all":
+        return mems
+    nodes = [n for n in worker_nodes if n in mems]
+    if not nodes:
+        nearest = topology.nearest(home, mems)[0]
+        warn(
+            f"node {home} has no usable memory; memory goes to the nearest node with "
+            f"memory, {nearest}"
+        )
+        nodes = [nearest]
+    if mode == "preferred":
+        return [topology.nearest(home, nodes)[0]]
+    if word == "local+cpuless":
+        cpuless = [n for n in mems if not topology.nodes[n].cpus]
+        if cpuless:
+            nodes.append(topology.nearest(home, cpuless)[0])
+        else:
+            warn("memory_nodes = local+cpuless but no CPU-less memory node is allowed; using local")
+    return sorted(nodes)
+
+
+def nodes_of(topology: Topology, cpu_ids: Iterable[int]) -> list[int]:
+    return sorted({n for c in cpu_ids if (n := topology.node_of(c)) is not None})

@@ -1,0 +1,270 @@
+"""The refusal catalogue: every condition numarun refuses, with one wording and one exit code.
+
+A mistake reads the same and ends with the same status wherever it is made: in the prefix
+form (``numarun -m 3 -- cmd``), in a job spec (``memory_nodes = "3"``), or for a rank
+(``numarun --per-rank -N 3 -- cmd``). Each front end passes only *where* the mistake is (the
+option as the user typed it, or the spec's ``file:line: process[0].key``); the words and the
+exit code come from here. The man page's EXIT STATUS section is rendered from
+:data:`CATALOGUE` (``python -m numarun.refusals``), and a test keeps the two equal.
+
+The exit codes themselves belong to the error classes in :mod:`numarun.errors`.
+"""
+
+from __future__ import annotations
+
+from numarun.cpulist import format_list
+from numarun.errors import (
+    CheckFailedError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    KernelRefusedError,
+    NotAllowedError,
+    NumarunError,
+    ProcessError,
+    SpecError,
+    SupervisorError,
+    TopologyError,
+    UnknownResourceError,
+    UnsuitableError,
+    UsageError,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+#: (exit code, what it means, the conditions that end with it), in the order of the man page.
+CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (0, "Success.", ()),
+    (
+        UsageError.exit_code,
+        "Usage: the command line cannot be read.",
+        (
+            "an unknown option, a missing or malformed value",
+            "two options that set the same thing differently",
+            "no command after the placement options",
+            "no rank information for --per-rank",
+        ),
+    ),
+    (
+        SpecError.exit_code,
+        "A job spec or preset file is malformed or invalid (file, line and key named).",
+        (),
+    ),
+    (
+        UnknownResourceError.exit_code,
+        "A node, CPU or rank that does not exist on this machine.",
+        ("unknown node", "unknown CPU", "a rank past the number of ranks"),
+    ),
+    (
+        NotAllowedError.exit_code,
+        "A node or CPU outside what this process may use: the cgroup's cpuset, or, for "
+        "choices numarun makes itself and for ranks, the inherited CPU affinity (each "
+        "message names which).",
+        (
+            "memory node outside the cpuset's memory nodes",
+            "CPU outside the cpuset",
+            "the CPUs of a node outside the cpuset",
+            "a +N position past the allowed set",
+        ),
+    ),
+    (
+        UnsuitableError.exit_code,
+        "Exists and is allowed but cannot serve as asked.",
+        (
+            "a memory-less node for memory",
+            "a CPU-less node, or one whose CPUs are all offline, for CPUs",
+            "an offline CPU",
+            "an empty CPU set (options with nothing in common, everything reserved)",
+            "preferred with several nodes; a node-less mode (local, default) with nodes",
+            "no allowed node with memory, or none with both CPUs and memory to choose",
+            "more workers or ranks than usable CPUs, or a cpus_per_worker that does not fit",
+        ),
+    ),
+    (
+        KernelRefusedError.exit_code,
+        "The kernel refused: a seccomp filter or security module, no NUMA support, a mode "
+        "or flag newer than the running kernel.",
+        (),
+    ),
+    (
+        TopologyError.exit_code,
+        "The topology (sysfs, or a snapshot) cannot be read or is malformed.",
+        (),
+    ),
+    (
+        ProcessError.exit_code,
+        "A process or job that is gone, matches nothing, or belongs to another user.",
+        (),
+    ),
+    (
+        CheckFailedError.exit_code,
+        "numarun placement --check found memory that does not match its policy.",
+        (),
+    ),
+    (
+        SupervisorError.exit_code,
+        "A supervised job failed: workers crashed past their crash-loop limit, or numarun "
+        "stop timed out.",
+        (),
+    ),
+    (CommandNotExecutableError.exit_code, "The command exists but cannot be executed.", ()),
+    (CommandNotFoundError.exit_code, "The command (or its working directory) was not found.", ()),
+)
+
+
+def man_exit_status() -> str:
+    """The EXIT STATUS section's body, in roff, as ``man/numarun.1`` carries it."""
+    lines = [
+        "In the prefix form the exit status is the command's own once it runs. Before that, "
+        "and for",
+        "every other command:",
+    ]
+    for code, meaning, conditions in CATALOGUE:
+        lines += [".TP", f".B {code}", _roff(meaning)]
+        for condition in conditions:
+            lines += [".br", _roff(f"\\(bu {condition}")]
+    return "\n".join(lines) + "\n"
+
+
+def _roff(text: str) -> str:
+    return text.replace("-", "\\-").replace("\\\\-", "\\-")
+
+
+def _ids(kind: str, ids: Iterable[int]) -> str:
+    items = sorted(ids)
+    return f"{kind}{'s' if len(items) > 1 else ''} {format_list(items)}"
+
+
+def _are(kind: str, ids: Iterable[int]) -> str:
+    items = sorted(ids)
+    return f"{_ids(kind, items)} {'are' if len(items) > 1 else 'is'}"
+
+
+def _or_none(ids: Iterable[int]) -> str:
+    return format_list(ids) or "none"
+
+
+# --- exit 4: does not exist ------------------------------------------------------------------
+
+
+def unknown(where: str, kind: str, ids: Iterable[int], valid: Iterable[int]) -> NumarunError:
+    items = sorted(ids)
+    verb = "do" if len(items) > 1 else "does"
+    return UnknownResourceError(
+        f"{where}: {_ids(kind, items)} {verb} not exist on this machine",
+        f"valid {kind}s are {_or_none(valid)}",
+    )
+
+
+# --- exit 5: outside what this process may use ------------------------------------------------
+
+
+def past_allowed(
+    where: str, text: str, kind: str, position: int, allowed: list[int]
+) -> NumarunError:
+    return NotAllowedError(
+        f"{where} {text}: position +{position} is past the end of the {len(allowed)} "
+        f"{kind}(s) this process may use ({_or_none(allowed)})",
+        f"count from +0 up to +{len(allowed) - 1}" if allowed else f"allow some {kind}s",
+    )
+
+
+def memory_outside(
+    where: str, nodes: Iterable[int], allowed: Iterable[int], source: str
+) -> NumarunError:
+    return NotAllowedError(
+        f"{where}: {_are('node', nodes)} outside the memory nodes this process may use: "
+        f"{source} allows only {_or_none(allowed)}",
+        f"choose from {_or_none(allowed)}, or widen cpuset.mems of the cgroup",
+    )
+
+
+def cpus_outside(
+    where: str, cpus: Iterable[int], allowed: Iterable[int], source: str
+) -> NumarunError:
+    return NotAllowedError(
+        f"{where}: {_are('CPU', cpus)} outside the CPUs this process may use: {source} "
+        f"allows only {_or_none(allowed)}",
+        f"choose from {_or_none(allowed)}, or widen cpuset.cpus of the cgroup",
+    )
+
+
+def node_cpus_outside(
+    where: str, node: int, cpus: Iterable[int], nodes_ok: Iterable[int], source: str
+) -> NumarunError:
+    return NotAllowedError(
+        f"{where}: the CPUs of node {node} ({_or_none(cpus)}) are outside the CPUs this "
+        f"process may use ({source})",
+        f"choose from nodes {_or_none(nodes_ok)}",
+    )
+
+
+# --- exit 6: cannot serve -------------------------------------------------------------------
+
+
+def memoryless(where: str, nodes: Iterable[int], usable: Iterable[int]) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: {_ids('node', nodes)} {'have' if len(list(nodes)) > 1 else 'has'} no memory, so no pages can be placed there",
+        f"choose nodes with memory: {_or_none(usable)}",
+    )
+
+
+def cpuless(where: str, node: int, with_cpus: Iterable[int]) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: node {node} has no CPUs (a memory-only node)",
+        f"nodes with usable CPUs are {_or_none(with_cpus)}",
+    )
+
+
+def node_offline(
+    where: str, node: int, cpus: Iterable[int], with_cpus: Iterable[int]
+) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: every CPU of node {node} ({_or_none(cpus)}) is offline",
+        "bring one online (/sys/devices/system/cpu/cpuN/online) or choose from nodes "
+        f"{_or_none(with_cpus)}",
+    )
+
+
+def cpu_offline(where: str, cpus: Iterable[int], usable: Iterable[int]) -> NumarunError:
+    items = sorted(cpus)
+    return UnsuitableError(
+        f"{where}: {_are('CPU', items)} offline",
+        f"bring it online (echo 1 > /sys/devices/system/cpu/cpu{items[0]}/online) or choose "
+        f"from {_or_none(usable)}",
+    )
+
+
+def no_cpus(where: str, usable: Iterable[int]) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: leaves no CPU to run on", f"usable CPUs are {_or_none(usable)}"
+    )
+
+
+def preferred_several(where: str, nodes: Iterable[int]) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: memory policy preferred takes one node, not {_or_none(nodes)}",
+        "use preferred-many for several nodes, or name one node",
+    )
+
+
+def nodeless_with_nodes(where: str, mode: str, text: str) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: memory policy {mode} takes no nodes, but {text} was given",
+        "drop the nodes, or use bind, preferred or interleave",
+    )
+
+
+def no_memory_allowed(where: str, source: str) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: no node with memory is allowed to this process", f"check {source}"
+    )
+
+
+def nothing_to_choose(where: str) -> NumarunError:
+    return UnsuitableError(
+        f"{where}: no node has both CPUs and memory that this process may use, so numarun "
+        "cannot choose one",
+        "name the memory nodes (see numarun --hardware)",
+    )
