@@ -204,8 +204,10 @@ def node_cpus_outside(
 
 
 def memoryless(where: str, nodes: Iterable[int], usable: Iterable[int]) -> NumarunError:
+    items = sorted(nodes)
+    have = "have" if len(items) > 1 else "has"
     return UnsuitableError(
-        f"{where}: {_ids('node', nodes)} {'have' if len(list(nodes)) > 1 else 'has'} no memory, so no pages can be placed there",
+        f"{where}: {_ids('node', items)} {have} no memory, so no pages can be placed there",
         f"choose nodes with memory: {_or_none(usable)}",
     )
 
