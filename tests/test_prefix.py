@@ -352,8 +352,12 @@ def test_refusals(  # noqa: PLR0917 - pytest passes fixtures and parameters by n
 @pytest.mark.parametrize(
     ("snapshot", "options", "code", "fragment"),
     [
-        ("16amd64-8n2c-cpusets", ["-m", "0"], 5,
-         "cgroup's cpuset (cpuset /dev/cpuset/dummy) allows only 1-4"),
+        (
+            "16amd64-8n2c-cpusets",
+            ["-m", "0"],
+            5,
+            "cgroup's cpuset (cpuset /dev/cpuset/dummy) allows only 1-4",
+        ),
         ("16amd64-8n2c-cpusets", ["-C", "4"], 6, "CPU 4 is offline"),
         ("16amd64-8n2c-cpusets", ["--nodes", "8"], 4, "valid nodes are 0-7"),
         ("nvidiagpunumanodes", ["-N", "250"], 6, "node 250 has no CPUs"),
