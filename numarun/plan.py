@@ -14,6 +14,7 @@ commands, environment, templating and the supervision settings each worker carri
 
 from __future__ import annotations
 
+from numarun import refusals
 from numarun.cpulist import format_list
 from numarun.mempolicy import NODELESS_MODES, MemoryPolicy
 from numarun.topology import Topology
@@ -21,6 +22,9 @@ from numarun.value import Value
 
 # The prefix launcher's --per-rank plans every rank of the host before it execs, so this
 # module keeps dataclasses, typing, re and pydantic (the spec) off its import path.
+#: Past this many pairs of process groups sharing CPUs, one summary line says it.
+MAX_OVERLAP_LINES = 3
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -165,8 +169,10 @@ def plan_process(
     want = None if group.cpus_per_worker == "all" else int(group.cpus_per_worker)
     placed = place(topology, pool, workers=group.workers, want=want, smt=group.smt, ctx=ctx)
     word, named = group.memory_nodes, None
-    if word is not None and word not in resolve.MEMORY_WORDS and group.mode not in NODELESS_MODES:
-        key = where("memory_nodes")
+    key = where("memory_nodes")
+    if word is not None and group.mode in NODELESS_MODES:
+        raise refusals.nodeless_with_nodes(key, group.mode, f"memory_nodes = {word!r}")
+    if word is not None and word not in resolve.MEMORY_WORDS:
         named, word = resolve.named_memory_nodes(_spec(word, key), key, topology, limits), None
     slots = placements(topology, limits, placed, mode=group.mode, word=word, named=named, ctx=ctx)
     plan = ProcessPlan(
@@ -241,15 +247,28 @@ def plan_job(topology: Topology, spec: JobSpec) -> Plan:
 
 
 def _overlaps(processes: Sequence[ProcessPlan]) -> list[str]:
-    """Process groups that would run on the same CPUs."""
+    """Process groups that would run on the same CPUs: one line a pair, or one in all.
+
+    Many groups on one machine (a group per shard, say) would give a line for every pair;
+    past a few pairs one summary line says the same without burying the other warnings.
+    """
     used = [frozenset(c for w in p.workers for c in w.cpus) for p in processes]
-    out = []
+    pairs = []
     for i in range(len(processes)):
         for j in range(i + 1, len(processes)):
             common = used[i] & used[j]
             if common:
-                out.append(
-                    f"processes {processes[i].name!r} and {processes[j].name!r} share CPUs "
-                    f"{format_list(common)}; give them different nodes or cpus_per_worker"
-                )
-    return out
+                pairs.append((processes[i].name, processes[j].name, common))
+    if len(pairs) > MAX_OVERLAP_LINES:
+        shared = frozenset().union(*(common for _a, _b, common in pairs))
+        names = sorted({n for a, b, _c in pairs for n in (a, b)})
+        return [
+            f"{len(pairs)} pairs of the {len(names)} processes {', '.join(map(repr, names))} "
+            f"share CPUs (CPUs {format_list(shared)}); give them different nodes or "
+            "cpus_per_worker"
+        ]
+    return [
+        f"processes {a!r} and {b!r} share CPUs {format_list(common)}; give them different "
+        "nodes or cpus_per_worker"
+        for a, b, common in pairs
+    ]

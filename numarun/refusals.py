@@ -270,3 +270,9 @@ def nothing_to_choose(where: str) -> NumarunError:
         "cannot choose one",
         "name the memory nodes (see numarun --hardware)",
     )
+
+
+if __name__ == "__main__":  # python -m numarun.refusals: the man page's EXIT STATUS body
+    import sys
+
+    sys.stdout.write(man_exit_status())

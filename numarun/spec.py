@@ -341,22 +341,6 @@ class ProcessSpec(BaseModel):
             return name
         return value
 
-    @model_validator(mode="after")
-    def _memory_nodes_need_a_mode(self) -> ProcessSpec:
-        if self.memory_nodes is not None and self.mode in ("default", "local"):
-            raise _fail(
-                "memory_nodes",
-                f"memory_nodes has no effect with policy = {self.policy!r} (mode {self.mode})",
-                "drop memory_nodes or choose a policy such as bind or interleave",
-            )
-        if self.mode == "preferred" and self.memory_nodes == "all":
-            raise _fail(
-                "memory_nodes",
-                'mode preferred takes one node, not "all"',
-                'use policy = "preferred-many" or memory_nodes = "local"',
-            )
-        return self
-
 
 class JobSpec(BaseModel):
     """A whole job spec: its process groups, and where each key was written."""

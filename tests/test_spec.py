@@ -129,9 +129,11 @@ def test_defaults_are_merged_and_their_errors_point_at_defaults() -> None:
     )
 
 
-def test_memory_nodes_with_a_nodeless_mode() -> None:
+def test_memory_nodes_with_a_nodeless_mode_is_the_engines_refusal() -> None:
+    # Not a spec error (3): the placement engine refuses it with the prefix form's words and
+    # code (6); see tests/test_refusals.py.
     text = CACHE.replace('policy = "bind"', 'policy = "local"\nmemory_nodes = "0"')
-    assert "memory_nodes has no effect with policy = 'local'" in error_of(text)
+    assert parse_spec_text(text, "job.toml").processes[0].memory_nodes == "0"
 
 
 @pytest.mark.parametrize(

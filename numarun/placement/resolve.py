@@ -141,6 +141,8 @@ def policy_nodes(
     if not mems:
         raise refusals.no_memory_allowed(where, bounds.cpuset)
     if word == "all":
+        if mode == "preferred" and len(mems) > 1:
+            raise refusals.preferred_several(where, mems)
         return mems
     nodes = [n for n in worker_nodes if n in mems]
     if not nodes:
