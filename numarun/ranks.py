@@ -29,6 +29,7 @@ launcher installed.
 from __future__ import annotations
 
 from numarun.errors import UnknownResourceError, UsageError
+from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: this module is on the prefix launcher's start-up path
@@ -46,7 +47,7 @@ SLURM_TASK_LISTS = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
 SLURM_PER_NODE = "SLURM_NTASKS_PER_NODE"
 
 
-class RankInfo:
+class RankInfo(Value):
     """This process's local rank and the number of ranks on this host, and their sources.
 
     ``rank_from`` and ``size_from`` say where each came from, as the user would look it up
@@ -54,20 +55,11 @@ class RankInfo:
     variables were used, or ``command line``.
     """
 
-    __slots__ = ("launcher", "rank", "rank_from", "size", "size_from")
-
-    def __init__(self, rank: int, size: int, rank_from: str, size_from: str, launcher: str) -> None:
-        self.rank = rank
-        self.size = size
-        self.rank_from = rank_from
-        self.size_from = size_from
-        self.launcher = launcher
-
-    def __repr__(self) -> str:
-        return (
-            f"RankInfo(rank={self.rank}, size={self.size}, rank_from={self.rank_from!r}, "
-            f"size_from={self.size_from!r}, launcher={self.launcher!r})"
-        )
+    rank: int
+    size: int
+    rank_from: str
+    size_from: str
+    launcher: str
 
     def describe(self) -> str:
         """``rank 1 of 4 (rank from X, size from Y)``, for --explain and messages."""
@@ -187,4 +179,6 @@ def discover(env: Mapping[str, str], rank: int | None = None, ranks: int | None 
             f"{size} local ranks ({size_from})",
             "give a rank below the number of ranks (--rank, --ranks), or check the launcher",
         )
-    return RankInfo(rank, size, rank_from, size_from, launcher)
+    return RankInfo(
+        rank=rank, size=size, rank_from=rank_from, size_from=size_from, launcher=launcher
+    )

@@ -173,20 +173,22 @@ def past_allowed(
 def memory_outside(
     where: str, nodes: Iterable[int], allowed: Iterable[int], source: str
 ) -> NumarunError:
-    return NotAllowedError(
-        f"{where}: {_are('node', nodes)} outside the memory nodes this process may use: "
-        f"{source} allows only {_or_none(allowed)}",
-        f"choose from {_or_none(allowed)}, or widen cpuset.mems of the cgroup",
-    )
+    return _outside(where, _are("node", nodes), "memory nodes", allowed, source, "cpuset.mems")
 
 
 def cpus_outside(
     where: str, cpus: Iterable[int], allowed: Iterable[int], source: str
 ) -> NumarunError:
+    return _outside(where, _are("CPU", cpus), "CPUs", allowed, source, "cpuset.cpus")
+
+
+def _outside(
+    where: str, subject: str, what: str, allowed: Iterable[int], source: str, knob: str
+) -> NumarunError:
     return NotAllowedError(
-        f"{where}: {_are('CPU', cpus)} outside the CPUs this process may use: {source} "
-        f"allows only {_or_none(allowed)}",
-        f"choose from {_or_none(allowed)}, or widen cpuset.cpus of the cgroup",
+        f"{where}: {subject} outside the {what} this process may use: {source} allows only "
+        f"{_or_none(allowed)}",
+        f"choose from {_or_none(allowed)}, or widen {knob} of the cgroup",
     )
 
 
