@@ -79,11 +79,40 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"numarun.commands.{_name}").register(app)
 
 
+def _click_error() -> type[Exception]:
+    try:  # typer 0.22+ carries its own copy of click
+        from typer._click.exceptions import ClickException
+
+        return ClickException
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click.exceptions import ClickException as OlderClickException
+
+        return OlderClickException  # type: ignore[no-any-return,unused-ignore]
+
+
 def run_app(argv: list[str]) -> int:
-    """Run the typer application on ``argv``; return its exit status."""
+    """Run the typer application on ``argv``; return its exit status.
+
+    click's own refusals (an unknown option, a missing argument) become one
+    ``numarun: PROBLEM — FIX`` line and exit 2, like every other refusal.
+    """
+    from numarun.errors import UsageError
+
+    error = _click_error()
     try:
-        app(args=argv, prog_name="numarun")
+        code = app(args=argv, prog_name="numarun", standalone_mode=False)
+    except error as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # plain `numarun`: the help, as asked
+            print(err.format_message())  # type: ignore[attr-defined]
+            return 0
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "numarun"
+        problem = err.format_message().rstrip(".")  # type: ignore[attr-defined]
+        command = where.removeprefix("numarun").strip()
+        raise UsageError(
+            f"{command + ': ' if command else ''}{problem[:1].lower()}{problem[1:]}",
+            f"see '{where} --help'",
+        ) from None
     except SystemExit as done:
         code = done.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    return code if isinstance(code, int) else (0 if code is None else 1)
