@@ -91,8 +91,7 @@ OPTIONS: tuple[Opt, ...] = (
         "preferred-many, weighted-interleave, or a preset name (numarun policies).",
         (PREFIX,), group=POLICY),
     Opt("nodes", ("--nodes",), _SPEC, "The policy's memory nodes (bind when --policy is not "
-        "given); with bind or preferred and no CPU option the command runs on their CPUs.",
-        (PREFIX,), group=POLICY),
+        "given).", (PREFIX,), group=POLICY),
     Opt("fallback", ("--fallback",), "MODE", "Use MODE, with the same nodes, when the kernel "
         "lacks the requested mode or flag.", (PREFIX,), group=POLICY),
     Opt("static_nodes", ("--static-nodes",), None, "Mode flag MPOL_F_STATIC_NODES: the nodes "
