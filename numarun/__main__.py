@@ -2,10 +2,12 @@
 
 Two paths, chosen by the first argument, because start-up time is part of the product:
 
-* the *prefix form* (``numarun --membind 1 -- cmd``, ``numarun -H``, ``numarun --show``)
-  and ``numarun topology`` are parsed by small argparse front ends that import only what
-  they use: a prefix runs before every wrapped command, and typer alone costs ~70 ms;
-* every other subcommand goes to the typer application in :mod:`numarun.cli`.
+* the *prefix form* (``numarun --membind 1 -- cmd``, ``numarun -H``, ``numarun --show``),
+  ``topology``, ``placement``, ``numastat`` and ``migrate`` are parsed by the small
+  getopt_long-style parser of :mod:`numarun.options` and import only what they use: a
+  prefix runs before every wrapped command, and typer alone costs ~70 ms;
+* every other subcommand, and ``--help`` everywhere, goes to the typer application in
+  :mod:`numarun.cli`, whose options come from the same table.
 
 Either way a :class:`~numarun.errors.NumarunError` becomes one line on stderr and the
 error's exit code, never a traceback.
@@ -19,7 +21,7 @@ TYPE_CHECKING = False  # typing costs ms at start-up; only the type checker need
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# Commands parsed by small argparse front ends, without typer: measured against lstopo and
+# Commands parsed by numarun.options' parser, without typer: measured against lstopo and
 # numastat, run in health checks and scripts. Their typer twins serve `--help`.
 _FAST_COMMANDS = {
     "topology": ("topology", "run_topology"),
@@ -28,12 +30,10 @@ _FAST_COMMANDS = {
     "migrate": ("placement", "run_migrate"),
 }
 
-# Options that typer's application answers itself rather than the prefix form.
-_APP_OPTIONS = frozenset({"--help", "--version", "--install-completion", "--show-completion"})
-
 
 def _is_prefix_form(argv: list[str]) -> bool:
-    return bool(argv) and argv[0].startswith("-") and argv[0] not in _APP_OPTIONS
+    # `numarun --help` and `numarun --version` too: the prefix parser hands --help to typer.
+    return bool(argv) and argv[0].startswith("-")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             from numarun.commands.prefix import run_prefix
 
             return run_prefix(args)
-        fast = _FAST_COMMANDS.get(args[0]) if args and "--help" not in args else None
+        fast = _FAST_COMMANDS.get(args[0]) if args else None
         if fast is not None:
             import importlib
 

@@ -3,7 +3,8 @@
 Grammar (numactl(8), libnuma's ``numa_parse_nodestring``/``numa_parse_cpustring``)::
 
     spec   := "all" | ["!"] ["+"] list
-    list   := the kernel list format: 0-3,8,10-31:2/4 (see numarun.cpulist)
+    list   := the kernel list format: 0-3,8,10-31:2/4 (see numarun.cpulist), whose
+              numbers are read as libnuma reads numactl's: ASCII digits, 0x1f in hex
 
 * ``all`` is every node (CPU) this process may use: the cgroup/cpuset's allowed set.
 * ``!LIST`` is ``all`` minus LIST ("all but"). numactl inverts over every configured id
@@ -21,7 +22,7 @@ option's name in the message.
 
 from __future__ import annotations
 
-from numarun.cpulist import format_list, parse_list
+from numarun.cpulist import MAX_CPUS, MAX_NODES, format_list, parse_list
 from numarun.errors import NotAllowedError, UnknownResourceError, UsageError
 
 # numactl's named node sources (netdev:eth0, pci:0000:3b:00.0, ...): not read by numarun.
@@ -75,10 +76,13 @@ def parse_spec(text: str, option: str = "--nodes", kind: str = "node") -> Spec:
         # "!all" is the empty set: never what anyone means, and an empty policy is refused.
         raise UsageError(f"{option} {raw} names no {kind}s", f"give {kind} numbers")
     try:
-        items = parse_list(body)
+        # Bounded, so that "0-99999999999999999999" is refused at once instead of filling
+        # memory; hexadecimal because libnuma reads numactl's numbers with strtoul(s, 0).
+        limit = MAX_NODES if kind == "node" else MAX_CPUS
+        items = parse_list(body, limit=limit, c_numbers=True)
     except ValueError as err:
         raise UsageError(
-            f"{option} {raw!r} is not a {kind} list ({err})",
+            f"{option} {raw!r} is not a {kind} list: {err}",
             f"write {kind}s as numactl does: all, 1, 0-3, 0,2, !1 (all but 1), +0 (first allowed)",
         ) from None
     if not items:

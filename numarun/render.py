@@ -194,17 +194,22 @@ def _matrix(topology: Topology, indent: str = "") -> list[str]:
     return rows
 
 
-def render_hardware(topology: Topology) -> str:
+def render_hardware(topology: Topology, *, cpu_compress: bool = False) -> str:
     """The facts in ``numactl --hardware``'s layout, so its parsers keep working.
 
     CPUs are the node's online CPUs (numactl on kernels without ``cpu/online`` also lists
     offline ones); distances are numarun's reading (numactl misreads some edited tables).
+    ``cpu_compress`` prints them as ``numactl --cpu-compress`` does: ranges, then the count.
     """
     ids = list(topology.nodes)
     out = [f"available: {len(ids)} nodes ({cpulist.format_list(ids)})"]
     for node in topology.nodes.values():
         online = [c for c in sorted(node.cpus) if topology.cpus[c].online]
-        out.append(f"node {node.id} cpus:" + "".join(f" {c}" for c in online))
+        if cpu_compress:
+            ranges = cpulist.format_list(online).replace(",", ", ")
+            out.append(f"node {node.id} cpus:{' ' if ranges else ''}{ranges} ({len(online)})")
+        else:
+            out.append(f"node {node.id} cpus:" + "".join(f" {c}" for c in online))
         out.append(f"node {node.id} size: {node.memory_total_kb // 1024} MB")
         out.append(f"node {node.id} free: {node.memory_free_kb // 1024} MB")
     out.append("node distances:")

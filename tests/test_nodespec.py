@@ -35,6 +35,11 @@ def nodes(text: str, existing: frozenset[int] = EXISTING, allowed: frozenset[int
         ("!+0", {2, 3, 5}),
         ("0-7:2/4", {0, 1, 4, 5}),  # the kernel's stride form is a superset numactl lacks
         (" 2 ", {2}),
+        # libnuma reads numbers with strtoul(s, 0): 0x3 is node 3 (not a mask), 07 is 7
+        ("0x3", {3}),
+        ("0x1-0x3", {1, 2, 3}),
+        ("+0x1", {2}),
+        ("07", {7}),
     ],
 )
 def test_resolves_like_numactl(text: str, expected: set[int]) -> None:
@@ -42,7 +47,28 @@ def test_resolves_like_numactl(text: str, expected: set[int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "x", "1-", "3-1", "1,,2", "-1", "!", "+", "!all", "1 2", "0x3"]
+    "text",
+    [
+        "",
+        "   ",
+        "x",
+        "1-",
+        "3-1",
+        "1,,2",
+        "-1",
+        "!",
+        "+",
+        "!all",
+        "1 2",
+        "0x",
+        "0xg",
+        "٠",
+        "1٣",
+        "1_0",
+        "+-1",
+        "010",
+        "08",
+    ],
 )
 def test_bad_syntax_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError) as err:

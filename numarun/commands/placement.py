@@ -1,25 +1,26 @@
 """``numarun placement``, ``numarun numastat`` and ``numarun migrate``: where pages really are.
 
-All three are parsed with argparse and reached from :mod:`numarun.__main__` without
-typer, like ``topology``: ``placement`` is measured against ``numastat -p``, all three run
-in health checks, and typer's import alone costs ~70 ms (seconds in an emulated guest).
-The typer application registers the same commands for ``numarun --help``.
+All three are parsed by numarun.options' small parser and reached from
+:mod:`numarun.__main__` without typer, like ``topology``: ``placement`` is measured
+against ``numastat -p``, all three run in health checks, and typer's import alone costs
+~70 ms (seconds in an emulated guest). The typer application registers the same commands,
+from the same option table, for ``numarun --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from numarun.errors import CheckFailedError, ProcessError, UnknownResourceError, UsageError
 
+TYPE_CHECKING = False  # typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
     import typer
 
     from numarun.numastat import NodeMemory
+    from numarun.options import Parsed
     from numarun.report import ProcessReport
     from numarun.topology import Topology
 
@@ -33,46 +34,69 @@ MIGRATE_HELP = "Move a process's pages to other nodes (migrate_pages) and show b
 MB = 1 << 20
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        command = self.prog.removeprefix("numarun ")
-        raise UsageError(f"{command}: {message}", f"see 'numarun {command} --help'")
+def _parse(command: str, argv: list[str], operands: str, *, most: int | None) -> Parsed | None:
+    """Options and positional arguments of ``command``; None when --help was shown."""
+    from numarun.options import parse, show_help
 
-
-def _parser(command: str, description: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"numarun {command}", description=description, add_help=False)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--root", default="/")
-    return p
+    parsed = parse(command, argv)
+    if parsed.wants_help:
+        show_help(command)
+        return None
+    count = len(parsed.operands)
+    if (operands and count == 0) or (most is not None and count > most):
+        want = f"{command} {operands}" if operands else command
+        raise UsageError(f"usage: numarun {want}", f"see 'numarun {command} --help'")
+    return parsed
 
 
 def run_placement(argv: list[str]) -> int:
     """The fast path: ``numarun placement ...`` without typer."""
-    p = _parser("placement", PLACEMENT_HELP)
-    p.add_argument("targets", nargs="+", metavar="PID-or-NAME")
-    p.add_argument("--watch", type=float, metavar="SECONDS")
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args(argv)
+    parsed = _parse("placement", argv, "PID-or-NAME...", most=None)
+    if parsed is None:
+        return 0
+    watch = parsed.text("watch")
     return placement(
-        args.targets, as_json=args.json, watch=args.watch, check=args.check, root=args.root
+        parsed.operands,
+        as_json=bool(parsed.flag("json")),
+        watch=None if watch is None else _seconds(watch, "--watch"),
+        check=bool(parsed.flag("check")),
+        root=parsed.text("root") or "/",
     )
+
+
+def _seconds(text: str, option: str) -> float:
+    try:
+        value = float(text) if text.isascii() else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{option} {text!r} is not a positive number of seconds", "e.g. --watch 2")
+    return value
 
 
 def run_numastat(argv: list[str]) -> int:
     """The fast path: ``numarun numastat ...`` without typer."""
-    args = _parser("numastat", NUMASTAT_HELP).parse_args(argv)
-    show_numastat(as_json=args.json, root=args.root)
+    parsed = _parse("numastat", argv, "", most=0)
+    if parsed is not None:
+        show_numastat(as_json=bool(parsed.flag("json")), root=parsed.text("root") or "/")
     return 0
 
 
 def run_migrate(argv: list[str]) -> int:
     """The fast path: ``numarun migrate PID --to NODES ...`` without typer."""
-    p = _parser("migrate", MIGRATE_HELP)
-    p.add_argument("target", metavar="PID")
-    p.add_argument("--to", required=True, metavar="NODES")
-    p.add_argument("--from", dest="from_", metavar="NODES")
-    args = p.parse_args(argv)
-    return migrate(args.target, args.to, args.from_, as_json=args.json, root=args.root)
+    parsed = _parse("migrate", argv, "PID --to NODES", most=1)
+    if parsed is None:
+        return 0
+    to = parsed.text("to")
+    if to is None:
+        raise UsageError("migrate needs --to NODES", "e.g. numarun migrate PID --to 1")
+    return migrate(
+        parsed.operands[0],
+        to,
+        parsed.text("from_"),
+        as_json=bool(parsed.flag("json")),
+        root=parsed.text("root") or "/",
+    )
 
 
 # -- gathering -------------------------------------------------------------------------------
@@ -289,7 +313,7 @@ def _node_set(text: str, option: str, topology: Topology) -> frozenset[int]:
     from numarun import cpulist
 
     try:
-        nodes = cpulist.parse_list(text)
+        nodes = cpulist.parse_list(text, limit=cpulist.MAX_NODES)
     except ValueError as err:
         raise UsageError(f"{option}: {err}", "give nodes as a list, e.g. 1 or 0-1") from None
     if not nodes:
@@ -370,36 +394,34 @@ def migrate(
 def register(app: typer.Typer) -> None:
     import typer
 
+    from numarun.options import typer_option
+
     @app.command("placement", help=PLACEMENT_HELP)
     def placement_command(
         targets: list[str] = typer.Argument(..., metavar="PID-or-NAME..."),  # noqa: B008
-        as_json: bool = typer.Option(False, "--json", help="Print JSON (fields: man numarun)."),
-        watch: float | None = typer.Option(
-            None, "--watch", metavar="SECONDS", help="Report again every SECONDS until Ctrl-C."
-        ),
-        check: bool = typer.Option(
-            False, "--check", help="Exit 10 when a verdict fails (for scripts, health checks)."
-        ),
-        root: str = typer.Option("/", "--root", help="Read sysfs under this root."),
+        as_json: bool = typer_option("json"),
+        watch: float | None = typer_option("watch"),
+        check: bool = typer_option("check"),
+        root: str | None = typer_option("root"),
     ) -> None:
-        code = placement(targets, as_json=as_json, watch=watch, check=check, root=root)
+        code = placement(targets, as_json=as_json, watch=watch, check=check, root=root or "/")
         raise typer.Exit(code)
 
     @app.command("numastat", help=NUMASTAT_HELP)
     def numastat_command(
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        root: str = typer.Option("/", "--root", help="Read sysfs under this root."),
+        as_json: bool = typer_option("json"),
+        root: str | None = typer_option("root"),
     ) -> None:
-        show_numastat(as_json=as_json, root=root)
+        show_numastat(as_json=as_json, root=root or "/")
 
     @app.command("migrate", help=MIGRATE_HELP)
     def migrate_command(
         target: str = typer.Argument(..., metavar="PID"),
-        to: str = typer.Option(..., "--to", metavar="NODES", help="Nodes to move pages to."),
-        from_: str | None = typer.Option(
-            None, "--from", metavar="NODES", help="Nodes to move pages from (default: all others)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        root: str = typer.Option("/", "--root", help="Read sysfs under this root."),
+        to: str | None = typer_option("to"),
+        from_: str | None = typer_option("from_"),
+        as_json: bool = typer_option("json"),
+        root: str | None = typer_option("root"),
     ) -> None:
-        raise typer.Exit(migrate(target, to, from_, as_json=as_json, root=root))
+        if to is None:
+            raise UsageError("migrate needs --to NODES", "e.g. numarun migrate PID --to 1")
+        raise typer.Exit(migrate(target, to, from_, as_json=as_json, root=root or "/"))

@@ -14,6 +14,7 @@ import sys
 import typer
 
 from numarun.cpulist import format_list
+from numarun.options import typer_option
 from numarun.plan import Plan, ProcessPlan
 
 PLAN_HELP = (
@@ -87,13 +88,8 @@ def register(app: typer.Typer) -> None:
     @app.command("plan", help=PLAN_HELP)
     def plan_command(
         spec_file: str = typer.Argument(..., metavar="FILE", help="A job spec (TOML)."),
-        topology: str | None = typer.Option(
-            None,
-            "--topology",
-            metavar="FILE-or-DIR",
-            help="Plan for another machine: a saved snapshot or a sysfs root (default: this one).",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+        topology: str | None = typer_option("topology"),
+        as_json: bool = typer_option("json"),
     ) -> None:
         from numarun.plan import plan_job
         from numarun.spec import load_spec
@@ -109,7 +105,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("policies", help=POLICIES_HELP)
     def policies_command(
-        as_json: bool = typer.Option(False, "--json", help="Print the presets as JSON."),
+        as_json: bool = typer_option("json"),
     ) -> None:
         if as_json:
             from numarun import presets

@@ -1,10 +1,11 @@
 """``numarun [placement options] -- CMD [ARGS...]``: the prefix form, numactl's spellings too.
 
 This runs before every wrapped command, so it imports only what it uses: no argparse
-(~13 ms), typer or pydantic. The option parser is a small getopt-style loop that accepts
-what numactl's ``getopt_long`` accepts for the options both share (``-m 1``, ``-m1``,
-``--membind 1``, ``--membind=1``), and like numactl it stops at ``--`` or at the first word
-that is not an option, which starts the command.
+(~13 ms), typer or pydantic. The options are numarun.options' table, read by its
+getopt_long-style parser as numactl reads them (``-m 1``, ``-m1``, ``--membind=1``,
+``-lN1``, ``--phys=3``); like numactl it stops at ``--`` or at the first word that is not
+an option, which starts the command. Options numactl accepts and ignores (``-b`` without
+a bind policy, a command after ``-s`` or ``-H``) get a warning line, not a refusal.
 """
 
 from __future__ import annotations
@@ -21,105 +22,50 @@ if TYPE_CHECKING:
     from numarun.placement.prefix import LaunchPlan
     from numarun.topology import Topology
 
-# Options that take a value, to the request field each sets. numactl's spellings map
-# onto numarun's own: -m/--membind is --policy bind --nodes, and so on.
-_VALUE_OPTIONS: dict[str, str] = {
-    "--policy": "policy",
-    "--nodes": "nodes",
-    "--cpu-nodes": "cpu_nodes",
-    "--cpus": "cpus",
-    "--smt": "smt",
-    "--fallback": "fallback",
-    "--topology": "topology",
-    "--root": "root",
-    "-m": "bind",
-    "--membind": "bind",
-    "-i": "interleave",
-    "--interleave": "interleave",
-    "-p": "preferred",
-    "--preferred": "preferred",
-    "-P": "preferred-many",
-    "--preferred-many": "preferred-many",
-    "-w": "weighted-interleave",
-    "--weighted-interleave": "weighted-interleave",
-    "-N": "cpu_nodes",
-    "--cpunodebind": "cpu_nodes",
-    "-c": "cpu_nodes",  # numactl's deprecated --cpubind
-    "--cpubind": "cpu_nodes",
-    "-C": "cpus",
-    "--physcpubind": "cpus",
-    "--rank": "rank",
-    "--ranks": "ranks",
+# numactl's policy options (table keys, numarun.options) and the mode each sets.
+_POLICY_OPTIONS: dict[str, str] = {
+    "membind": "bind",
+    "interleave": "interleave",
+    "preferred": "preferred",
+    "preferred_many": "preferred-many",
+    "weighted_interleave": "weighted-interleave",
 }
-
-_SWITCHES: dict[str, str] = {
-    "-l": "local",
-    "--localalloc": "local",
-    "-s": "show",
-    "--show": "show",
-    "-H": "hardware",
-    "--hardware": "hardware",
-    "--dry-run": "dry_run",
-    "--explain": "explain",
-    "--per-rank": "per_rank",
-    "--static-nodes": "static-nodes",
-    "--relative-nodes": "relative-nodes",
-    "-b": "numa-balancing",
-    "--balancing": "numa-balancing",
-    "-h": "help",
-    "--help": "help",
+# Mode flag switches and the flag each adds.
+_FLAG_OPTIONS: dict[str, str] = {
+    "static_nodes": "static-nodes",
+    "relative_nodes": "relative-nodes",
+    "balancing": "numa-balancing",
 }
-
-# numactl options numarun does not implement, refused by name rather than misread.
-_NUMACTL_ONLY = frozenset(
-    {
-        "-a", "--all", "-t", "--strict", "-S", "--shm", "-f", "--file", "-L", "--length",
-        "-o", "--offset", "-M", "--shmmode", "-I", "--shmid", "-T", "--touch", "-u",
-        "--huge", "-d", "--dump", "-D", "--dump-nodes", "-V", "--verify",
-    }
-)  # fmt: skip
-
-USAGE = """\
-usage: numarun [placement options] [--] CMD [ARGS...]
-       numarun --show | --hardware
-
-memory policy:
-  --policy MODE|PRESET    default, local, bind, interleave, preferred, preferred-many,
-                          weighted-interleave, or a preset name
-  --nodes SPEC            memory nodes for the policy (bind if --policy is not given)
-  --fallback MODE         use MODE when the kernel lacks the requested mode
-  --static-nodes, --relative-nodes, -b/--balancing    mode flags
-  -m/--membind SPEC, -i/--interleave SPEC, -p/--preferred NODE,
-  -P/--preferred-many SPEC, -w/--weighted-interleave SPEC, -l/--localalloc
-CPUs:
-  --cpu-nodes SPEC, -N/--cpunodebind SPEC    run on the CPUs of these nodes
-  --cpus SPEC, -C/--physcpubind SPEC         run on these CPUs
-  --smt avoid|allow        avoid: one thread per physical core
-ranks (one numarun per rank, started by mpirun, mpiexec or srun):
-  --per-rank               plan the local ranks over this host (numarun plan's rules) and
-                           take this rank's slot; rank and size from Open MPI, MPICH/Hydra
-                           or Slurm variables (a rank the launcher bound stays within it)
-  --rank I, --ranks N      this process's local rank and the number of local ranks
-                           (imply --per-rank; win over the launcher's variables)
-other:
-  --dry-run, --explain     print what would be applied (and why); run nothing
-  --topology FILE|DIR, --root DIR            check against a snapshot instead
-  -s/--show, -H/--hardware
-SPEC: all, 1, 0-3, 0,2, !1 (all but 1), +0 (the first allowed)
-"""
+# Switches that only set an attribute of the same name on _Options.
+_PLAIN_SWITCHES = frozenset(
+    {"show", "hardware", "dry_run", "explain", "help", "version", "whole_machine", "cpu_compress"}
+)
 
 
 class _Options:
+    """The prefix form's parse: the engine's :class:`~numarun.launch.Request` and the rest.
+
+    ``whole_machine`` is numactl's ``-a``/``--all`` (specs count every node and CPU, not
+    only the cpuset's; the engine reads it from here until Request has the field);
+    ``cpu_compress`` is numactl's ``--cpu-compress`` (``--hardware`` prints ranges);
+    ``warnings`` are lines for options numactl ignores, printed before anything runs.
+    """
+
     __slots__ = (
+        "cpu_compress",
         "dry_run",
         "explain",
         "hardware",
         "help",
+        "last_nodes",
         "preset",
         "request",
         "root",
         "show",
         "topology",
+        "version",
+        "warnings",
+        "whole_machine",
     )
 
     def __init__(self) -> None:
@@ -129,9 +75,14 @@ class _Options:
         self.dry_run = False
         self.explain = False
         self.help = False
+        self.version = False
+        self.whole_machine = False
+        self.cpu_compress = False
         self.topology: str | None = None
         self.root: str | None = None
         self.preset: str | None = None
+        self.last_nodes: str | None = None  # the text `same` stands for, as in numactl
+        self.warnings: list[str] = []
 
 
 def _set_mode(opts: _Options, mode: str, option: str) -> None:
@@ -157,13 +108,33 @@ def _set_nodes(opts: _Options, value: str, option: str) -> None:
     request.nodes_option = option
 
 
-def _take(opts: _Options, field: str, option: str, value: str) -> None:
-    from numarun.mempolicy import MODES, canonical_mode
+def _node_text(opts: _Options, value: str, option: str) -> str:
+    """``same`` is the previous node option's nodes (numactl's numactl_parse_nodestring)."""
+    if value.strip() != "same":
+        opts.last_nodes = value
+        return value
+    if opts.last_nodes is None:
+        raise UsageError(
+            f"{option} same: no node option comes before it",
+            f"give the nodes first, e.g. --membind=1 {option} same",
+        )
+    return opts.last_nodes
+
+
+def _count(value: str, option: str) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 6):
+        raise UsageError(f"{option} {value!r} is not a number", f"give {option} N")
+    return int(value)
+
+
+def _take(opts: _Options, key: str, option: str, value: str) -> None:
+    from numarun.mempolicy import canonical_mode
 
     request = opts.request
-    if field in MODES:  # a numactl policy option: mode and nodes at once
-        _set_mode(opts, field, option)
-        if field == "preferred":
+    if key in _POLICY_OPTIONS:  # a numactl policy option: mode and nodes at once
+        value = _node_text(opts, value, option)
+        _set_mode(opts, _POLICY_OPTIONS[key], option)
+        if key == "preferred":
             spec = parse_spec(value, option, "node")
             if spec.everything or spec.invert or len(spec.items) != 1:
                 raise UsageError(
@@ -171,7 +142,7 @@ def _take(opts: _Options, field: str, option: str, value: str) -> None:
                     "use -P/--preferred-many for several nodes",
                 )
         _set_nodes(opts, value, option)
-    elif field == "policy":
+    elif key == "policy":
         try:
             mode = canonical_mode(value)
         except ValueError:
@@ -180,39 +151,36 @@ def _take(opts: _Options, field: str, option: str, value: str) -> None:
             opts.preset = value  # applied after all options, see _apply_preset
             return
         _set_mode(opts, mode, option)
-    elif field == "nodes":
-        _set_nodes(opts, value, option)
-    elif field == "cpu_nodes":
+    elif key == "nodes":
+        _set_nodes(opts, _node_text(opts, value, option), option)
+    elif key == "cpu_nodes":
+        value = _node_text(opts, value, option)
         if request.cpu_nodes is not None:
             raise UsageError(f"{option} given twice", "give the CPU nodes once")
         request.cpu_nodes = parse_spec(value, option, "node")
         request.cpu_nodes_option = option
-    elif field == "cpus":
+    elif key == "cpus":
         if request.cpus is not None:
             raise UsageError(f"{option} given twice", "give the CPUs once")
         request.cpus = parse_spec(value, option, "CPU")
         request.cpus_option = option
-    elif field == "smt":
+    elif key == "smt":
         if value not in ("avoid", "allow"):
             raise UsageError(f"--smt {value!r} is not avoid or allow", "use --smt avoid or allow")
         request.smt = value
-    elif field == "fallback":
+    elif key == "fallback":
         try:
             request.fallback = canonical_mode(value)
         except ValueError as err:
             raise UsageError(f"--fallback: {err}", "name a memory policy mode") from None
-    elif field in ("rank", "ranks"):
-        try:
-            number = int(value)
-        except ValueError:
-            raise UsageError(f"{option} {value!r} is not a number", f"give {option} N") from None
-        if getattr(request, field) is not None:
+    elif key in ("rank", "ranks"):
+        if getattr(request, key) is not None:
             raise UsageError(f"{option} given twice", f"give {option} once")
-        setattr(request, field, number)
+        setattr(request, key, _count(value, option))
         request.per_rank = True
-    elif field == "topology":
+    elif key == "topology":
         opts.topology = value
-    elif field == "root":
+    elif key == "root":
         opts.root = value
 
 
@@ -248,67 +216,52 @@ def _apply_preset(opts: _Options, name: str) -> None:
 
 
 def parse_args(argv: list[str]) -> _Options:
-    """Parse the prefix form's arguments; the command is everything after them."""
+    """Parse the prefix form's arguments (numarun.options); the command is everything after."""
+    from numarun.options import PREFIX, parse
+
+    parsed = parse(PREFIX, argv)
     opts = _Options()
-    request = opts.request
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            request.command = argv[i + 1 :]
-            break
-        if not arg.startswith("-") or arg == "-":
-            request.command = argv[i:]
-            break
-        if arg.startswith("--"):
-            name, eq, value = arg.partition("=")
-            attached = bool(eq)
+    for opt, name, value in parsed.given:
+        if isinstance(value, str):
+            _take(opts, opt.key, name, value)
         else:
-            name, value = arg[:2], arg[2:]
-            if value.startswith("="):
-                value = value[1:]
-            attached = bool(arg[2:])
-        if name in _VALUE_OPTIONS:
-            if not attached:
-                if i + 1 >= len(argv) or argv[i + 1] == "--":
-                    raise UsageError(f"{name} needs a value", "see numarun --help")
-                i += 1
-                value = argv[i]
-            _take(opts, _VALUE_OPTIONS[name], name, value)
-        elif name in _SWITCHES:
-            if attached:
-                raise UsageError(f"{name} takes no value (got {arg!r})", f"write {name} alone")
-            _switch(opts, _SWITCHES[name], name)
-        elif name in _NUMACTL_ONLY:
-            raise UsageError(
-                f"{name} is a numactl option numarun does not implement",
-                "use numactl for shared-memory and file policies",
-            )
-        else:
-            raise UsageError(f"unknown option {name}", "see numarun --help")
-        i += 1
+            _switch(opts, opt.key, name)
+    opts.request.command = parsed.operands
     if opts.preset is not None:
         _apply_preset(opts, opts.preset)
+    _ignore_as_numactl_does(opts)
     return opts
 
 
-def _switch(opts: _Options, what: str, option: str) -> None:
-    if what == "local":
+def _switch(opts: _Options, key: str, option: str) -> None:
+    if key == "localalloc":
         _set_mode(opts, "local", option)
-    elif what in ("static-nodes", "relative-nodes", "numa-balancing"):
-        opts.request.flags.add(what)
-    elif what == "show":
-        opts.show = True
-    elif what == "hardware":
-        opts.hardware = True
-    elif what == "dry_run":
-        opts.dry_run = True
-    elif what == "explain":
-        opts.explain = True
-    elif what == "per_rank":
+    elif key in _FLAG_OPTIONS:
+        opts.request.flags.add(_FLAG_OPTIONS[key])
+    elif key == "per_rank":
         opts.request.per_rank = True
-    elif what == "help":
-        opts.help = True
+    elif key in _PLAIN_SWITCHES:
+        setattr(opts, key, True)
+
+
+def _ignore_as_numactl_does(opts: _Options) -> None:
+    """Options numactl accepts and ignores: a warning each, and numarun goes on, since what
+    numactl does is what drop-in scripts expect."""
+    request = opts.request
+    bind = request.mode == "bind" or (request.mode is None and request.nodes is not None)
+    if "numa-balancing" in request.flags and not bind:
+        request.flags.discard("numa-balancing")
+        opts.warnings.append(
+            "-b/--balancing applies to a bind policy (-m NODES) only; ignored, as numactl does"
+        )
+    if request.command and (opts.show or opts.hardware):
+        shown = "--show" if opts.show else "--hardware"
+        opts.warnings.append(
+            f"{shown} prints and exits, so {request.command[0]} is not run, as with numactl"
+        )
+        request.command = []
+    if opts.cpu_compress and not opts.hardware:
+        opts.warnings.append("--cpu-compress only changes --hardware's output; ignored")
 
 
 def _topology(opts: _Options) -> Topology:
@@ -327,15 +280,21 @@ def run_prefix(argv: list[str]) -> int:
     """Run the prefix form. Returns an exit status, or does not return (the command ran)."""
     opts = parse_args(argv)
     request = opts.request
-    if opts.help:
-        sys.stdout.write(USAGE)
+    if opts.help:  # the typer application is the interface, its help included
+        from numarun.cli import run_app
+
+        return run_app(["--help"])
+    if opts.version:
+        from numarun import __version__
+
+        print(f"numarun {__version__}")
         return 0
+    for warning in opts.warnings:
+        print(f"numarun: warning: {warning}", file=sys.stderr)
     if opts.hardware:
-        if request.command:
-            raise UsageError("--hardware takes no command", "drop the command, or --hardware")
         from numarun.render import render_hardware
 
-        sys.stdout.write(render_hardware(_topology(opts)))
+        sys.stdout.write(render_hardware(_topology(opts), cpu_compress=opts.cpu_compress))
         return 0
 
     from numarun.launch import apply_plan, exec_command
@@ -343,8 +302,6 @@ def run_prefix(argv: list[str]) -> int:
 
     topology = _topology(opts)
     if opts.show:
-        if request.command:
-            raise UsageError("--show takes no command", "drop the command, or --show")
         plan = _plan(opts, topology, need_command=False)
         apply_plan(plan)
         sys.stdout.write(show_text(topology))

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from numarun.errors import ProcessError, SupervisorError
+from numarun.options import typer_option
 
 RUN_HELP = (
     "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
@@ -210,31 +211,23 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help=RUN_HELP)
     def run_command(
         spec_file: str = typer.Argument(..., metavar="FILE", help="A job spec (TOML)."),
-        name: str | None = typer.Option(
-            None, "--name", help="The job's name for status and stop (default: FILE's stem)."
-        ),
-        colour: bool | None = typer.Option(
-            None, "--color/--no-color", help="Colour prefixes (default: on a terminal)."
-        ),
+        name: str | None = typer_option("name"),
+        colour: bool | None = typer_option("colour"),
     ) -> None:
         raise typer.Exit(run_job(spec_file, name=name, colour=colour))
 
     @app.command("status", help=STATUS_HELP)
     def status_command(
         job: str | None = typer.Argument(None, metavar="[JOB]", help="One job (default: all)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the state files as JSON."),
-        verdict: bool = typer.Option(
-            True, "--verdict/--no-verdict", help="Judge each worker's memory placement."
-        ),
+        as_json: bool = typer_option("json"),
+        verdict: bool = typer_option("verdict"),
     ) -> None:
         raise typer.Exit(status(job, as_json=as_json, verdict=verdict, state_dir=None))
 
     @app.command("stop", help=STOP_HELP)
     def stop_command(
         job: str = typer.Argument(..., metavar="JOB", help="The job's name (see numarun status)."),
-        now: bool = typer.Option(False, "--now", help="Kill the workers at once (SIGKILL)."),
-        timeout: float = typer.Option(
-            60.0, "--timeout", metavar="SECONDS", help="How long to wait for the job to end."
-        ),
+        now: bool = typer_option("now"),
+        timeout: float = typer_option("timeout"),
     ) -> None:
         raise typer.Exit(stop(job, now=now, timeout=timeout, state_dir=None))

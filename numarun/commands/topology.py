@@ -1,13 +1,13 @@
 """``numarun topology``: show the machine's NUMA layout, save or print it as JSON.
 
-Parsed with argparse rather than typer: this command is often scripted and is measured
-against ``lstopo`` (typer's import alone costs ~70 ms here). The typer application
-registers the same command for ``numarun --help`` and ``numarun topology --help``.
+Parsed by numarun.options' small parser rather than typer: this command is often scripted
+and is measured against ``lstopo`` (typer's import alone costs ~70 ms here). The typer
+application registers the same command, from the same option table, for
+``numarun --help`` and ``numarun topology --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,40 +21,43 @@ if TYPE_CHECKING:
 DESCRIPTION = "Show the NUMA topology: nodes, cores and SMT siblings, memory, distances."
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"topology: {message}", "see 'numarun topology --help'")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="numarun topology", description=DESCRIPTION, add_help=False)
-    p.add_argument("--topology", "--root", dest="source", metavar="FILE-or-DIR")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--save", metavar="FILE")
-    p.add_argument("--hardware", "-H", action="store_true")
-    p.add_argument("--color", dest="colour", action="store_true", default=None)
-    p.add_argument("--no-color", dest="colour", action="store_false")
-    return p
-
-
 def run_topology(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    """The fast path: ``numarun topology ...`` without typer."""
+    from numarun.options import parse, show_help
+
+    parsed = parse("topology", argv)
+    if parsed.wants_help:
+        return show_help("topology")
+    if parsed.operands:
+        raise UsageError(
+            f"topology takes no arguments (got {parsed.operands[0]!r})",
+            "see 'numarun topology --help'",
+        )
     show(
-        source=args.source,
-        as_json=args.json,
-        save=args.save,
-        hardware=args.hardware,
-        colour=args.colour,
+        source=_source(parsed.text("topology"), parsed.text("root")),
+        as_json=bool(parsed.flag("json")),
+        save=parsed.text("save"),
+        hardware=bool(parsed.flag("hardware")),
+        colour=parsed.flag("colour"),
+        cpu_compress=bool(parsed.flag("cpu_compress")),
     )
     return 0
 
 
+def _source(topology: str | None, root: str | None) -> str | None:
+    if topology is not None and root is not None:
+        raise UsageError("topology: --topology and --root both name a machine", "give one")
+    return topology if topology is not None else root
+
+
 def show(
     source: str | None = None,
+    *,
     as_json: bool = False,
     save: str | None = None,
     hardware: bool = False,
     colour: bool | None = None,
+    cpu_compress: bool = False,
 ) -> None:
     from numarun.topology import load_topology, save_snapshot
 
@@ -77,7 +80,7 @@ def show(
     from numarun import render
 
     if hardware:
-        sys.stdout.write(render.render_hardware(topology))
+        sys.stdout.write(render.render_hardware(topology, cpu_compress=cpu_compress))
         return
     try:
         width = os.get_terminal_size(sys.stdout.fileno()).columns
@@ -91,24 +94,24 @@ def show(
 
 
 def register(app: typer.Typer) -> None:
-    import typer
+    from numarun.options import typer_option
 
     @app.command("topology", help=DESCRIPTION)
     def topology_command(
-        source: str | None = typer.Option(
-            None,
-            "--topology",
-            "--root",
-            metavar="FILE-or-DIR",
-            help="A saved snapshot or a sysfs root to read instead of this machine.",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the whole model as JSON."),
-        save: str | None = typer.Option(None, "--save", metavar="FILE", help="Save a snapshot."),
-        hardware: bool = typer.Option(
-            False, "--hardware", "-H", help="Print in numactl --hardware's format."
-        ),
-        colour: bool | None = typer.Option(
-            None, "--color/--no-color", help="Colour (default: on a terminal, unless NO_COLOR)."
-        ),
+        *,
+        topology: str | None = typer_option("topology"),
+        root: str | None = typer_option("root"),
+        as_json: bool = typer_option("json"),
+        save: str | None = typer_option("save"),
+        hardware: bool = typer_option("hardware"),
+        cpu_compress: bool = typer_option("cpu_compress"),
+        colour: bool | None = typer_option("colour"),
     ) -> None:
-        show(source, as_json, save, hardware, colour)
+        show(
+            _source(topology, root),
+            as_json=as_json,
+            save=save,
+            hardware=hardware,
+            colour=colour,
+            cpu_compress=cpu_compress,
+        )
