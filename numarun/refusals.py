@@ -173,17 +173,19 @@ def past_allowed(
 def memory_outside(
     where: str, nodes: Iterable[int], allowed: Iterable[int], source: str
 ) -> NumarunError:
-    return _outside(where, _are("node", nodes), "memory nodes", allowed, source, "cpuset.mems")
+    return _outside(
+        where, _are("node", nodes), "memory nodes", allowed, source=source, knob="cpuset.mems"
+    )
 
 
 def cpus_outside(
     where: str, cpus: Iterable[int], allowed: Iterable[int], source: str
 ) -> NumarunError:
-    return _outside(where, _are("CPU", cpus), "CPUs", allowed, source, "cpuset.cpus")
+    return _outside(where, _are("CPU", cpus), "CPUs", allowed, source=source, knob="cpuset.cpus")
 
 
 def _outside(
-    where: str, subject: str, what: str, allowed: Iterable[int], source: str, knob: str
+    where: str, subject: str, what: str, allowed: Iterable[int], *, source: str, knob: str
 ) -> NumarunError:
     return NotAllowedError(
         f"{where}: {subject} outside the {what} this process may use: {source} allows only "

@@ -46,7 +46,7 @@ class _Options:
     """The prefix form's parse: the engine's :class:`~numarun.launch.Request` and the rest.
 
     ``whole_machine`` is numactl's ``-a``/``--all`` (specs count every node and CPU, not
-    only the cpuset's; the engine reads it from here until Request has the field);
+    only the cpuset's), passed on as ``Request.whole_machine``;
     ``cpu_compress`` is numactl's ``--cpu-compress`` (``--hardware`` prints ranges);
     ``warnings`` are lines for options numactl ignores, printed before anything runs.
     """
@@ -230,6 +230,7 @@ def parse_args(argv: list[str]) -> _Options:
     if opts.preset is not None:
         _apply_preset(opts, opts.preset)
     _ignore_as_numactl_does(opts)
+    opts.request.whole_machine = opts.whole_machine
     return opts
 
 

@@ -26,6 +26,9 @@ class Bounds(Value):
     mems: frozenset[int]  # memory nodes the cpuset allows
     cpuset: str  # "cgroup v2 /sys/fs/cgroup/job" or "the machine"
     affinity: str  # how to name the inherited affinity in a message
+    # numactl's -a: ``all``, ``!`` and ``+`` count the whole machine, not the cpuset; the
+    # kernel then keeps what the cpuset allows (explicit ids are still checked).
+    whole_machine: bool = False
 
     def source_of(self, cpus: frozenset[int]) -> str:
         """What keeps ``cpus`` from this process: the cpuset, or only the affinity."""
@@ -34,7 +37,7 @@ class Bounds(Value):
         return self.cpuset
 
 
-def bounds_of(topology: Topology) -> Bounds:
+def bounds_of(topology: Topology, *, whole_machine: bool = False) -> Bounds:
     allowed = topology.allowed
     online = topology.online_cpus()
     cpuset_cpus: frozenset[int] = allowed.cpuset_cpus & online
@@ -48,5 +51,10 @@ def bounds_of(topology: Topology) -> Bounds:
     else:
         affinity = f"its inherited CPU affinity ({format_list(inherited)}: taskset or a launcher)"
     return Bounds(
-        cpus=cpuset_cpus, inherited=inherited, mems=allowed.mems, cpuset=cpuset, affinity=affinity
+        cpus=cpuset_cpus,
+        inherited=inherited,
+        mems=allowed.mems,
+        cpuset=cpuset,
+        affinity=affinity,
+        whole_machine=whole_machine,
     )

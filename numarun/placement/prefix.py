@@ -250,8 +250,13 @@ def plan_prefix(
     """Check ``request`` against ``topology`` and decide what to apply; change nothing."""
     from numarun.placement.choose import by_free_memory
 
-    bounds = bounds_of(topology)
+    bounds = bounds_of(topology, whole_machine=request.whole_machine)
     reasons: list[str] = []
+    if request.whole_machine:
+        reasons.append(
+            "-a: all, ! and + count every node and CPU of the machine; the kernel keeps those "
+            f"{bounds.cpuset} allows"
+        )
     warnings: list[str] = []
     notes = (reasons, warnings)
     mode, flags = checked_mode(request, reasons)

@@ -124,7 +124,7 @@ def plan_rank(
     from numarun.ranks import discover
 
     info = discover(env, request.rank, request.ranks)
-    bounds = bounds_of(topology)
+    bounds = bounds_of(topology, whole_machine=request.whole_machine)
     heading = [
         f"rank: {info.rank} of {info.size} on this host ({info.launcher}: {info.rank_from}, "
         f"{info.size_from})"

@@ -46,9 +46,16 @@ def cpu_nodes(
     :attr:`Bounds.inherited` for numarun's own choices (a job's ``nodes``).
     """
     usable = frozenset(nodes_with_cpus(topology, limit))
+    universe = frozenset(nodes_with_cpus(topology, topology.online_cpus()))
     nodes = resolve_spec(
-        spec, existing=frozenset(topology.nodes), allowed=usable, option=where, kind="node"
+        spec,
+        existing=frozenset(topology.nodes),
+        allowed=universe if bounds.whole_machine else usable,
+        option=where,
+        kind="node",
     )
+    if bounds.whole_machine and (spec.everything or spec.invert):
+        nodes &= usable  # what the kernel keeps of the whole machine
     if not (spec.everything or spec.invert):
         for node in sorted(nodes - usable):
             raise _unusable_cpu_node(topology, bounds, node, where, limit)
@@ -73,9 +80,12 @@ def _unusable_cpu_node(
 
 def cpus(spec: Spec, where: str, topology: Topology, bounds: Bounds) -> frozenset[int]:
     """The CPUs a CPU spec names, checked: they exist, are online, and the cpuset allows them."""
+    universe = topology.online_cpus() if bounds.whole_machine else bounds.cpus
     named = resolve_spec(
-        spec, existing=frozenset(topology.cpus), allowed=bounds.cpus, option=where, kind="CPU"
+        spec, existing=frozenset(topology.cpus), allowed=universe, option=where, kind="CPU"
     )
+    if bounds.whole_machine and (spec.everything or spec.invert):
+        named &= bounds.cpus  # what the kernel keeps of the whole machine
     if not (spec.everything or spec.invert):
         offline = sorted(c for c in named if not topology.cpus[c].online)
         if offline:
@@ -97,11 +107,12 @@ def named_memory_nodes(
     not name them.
     """
     with_memory = frozenset(n for n in topology.nodes if topology.nodes[n].has_memory)
+    universe = frozenset(topology.nodes) if bounds.whole_machine else bounds.mems
     named = resolve_spec(
-        spec, existing=frozenset(topology.nodes), allowed=bounds.mems, option=where, kind="node"
+        spec, existing=frozenset(topology.nodes), allowed=universe, option=where, kind="node"
     )
     if spec.everything or spec.invert:
-        named &= with_memory
+        named &= with_memory & bounds.mems
     else:
         memless = sorted(named - with_memory)
         if memless:
