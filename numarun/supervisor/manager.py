@@ -34,7 +34,6 @@ from numarun.supervisor.model import (
     EventKind,
     ExitStatus,
     JobSpec,
-    RestartSettings,
     WorkerSpec,
 )
 from numarun.supervisor.printer import LineSplitter, PrefixPrinter, Printer
@@ -104,8 +103,8 @@ class JobResult:
         noun = "worker" if len(self.failed) == 1 else "workers"
         return SupervisorError(
             f"{len(self.failed)} {noun} failed: " + "; ".join(parts),
-            "see each worker's last lines above; fix the program, or raise the crash "
-            "limit (crash_limit, crash_window) or set restart in the job spec",
+            "see each worker's last lines above; fix the program, or raise crash_loop = "
+            "{ limit = ..., window = ... } or set restart in the job spec",
         )
 
 
@@ -248,10 +247,10 @@ class Supervisor:
                 self._emit("done", w, message="stopped before its restart")
             elif w.state == "running" or (w.state == "stopping" and force):
                 assert w.instance is not None
-                signum = signal.SIGKILL if force else w.spec.stop_signal
+                signum = signal.SIGKILL if force else w.spec.supervision.signum
                 signal_group(w.instance.pid, signum)
                 w.state = "stopping"
-                w.stop_deadline = None if force else now + w.spec.stop_timeout
+                w.stop_deadline = None if force else now + w.spec.supervision.stop_timeout
                 self._emit("stopping", w, pid=w.instance.pid, message=f"sent {_signame(signum)}")
         self._dirty = True
 
@@ -461,25 +460,26 @@ class Supervisor:
             w.stop_deadline = None
             self._emit("done", w, status=status, message="stopped")
             return
-        rs: RestartSettings = w.spec.restart
+        rs = w.spec.supervision
+        loop = rs.crash_loop
         failure = not status.success
-        if ran >= rs.crash_window:
+        if ran >= loop.window:
             w.consecutive = 0
         want = rs.restart == "always" or (rs.restart == "on-failure" and failure)
         if want:
-            if rs.crash_limit:
+            if loop.limit:
                 w.exits.append(now)
-                while w.exits and w.exits[0] < now - rs.crash_window:
+                while w.exits and w.exits[0] < now - loop.window:
                     w.exits.popleft()
-            if rs.crash_limit and len(w.exits) >= rs.crash_limit:
+            if loop.limit and len(w.exits) >= loop.limit:
                 self._fail(
                     w,
                     f"{status}, crash loop: {len(w.exits)} exits within "
-                    f"{_seconds(rs.crash_window)} (crash_limit {rs.crash_limit})",
+                    f"{_seconds(loop.window)} (crash_loop.limit {loop.limit})",
                 )
                 return
             w.consecutive += 1
-            delay = backoff_delay(rs, w.consecutive, self.rng)
+            delay = rs.backoff.delay(w.consecutive, self.rng.random())
             w.state = "backoff"
             w.next_start = now + delay
             self._emit("restarting", w, status=status, delay=delay)
@@ -496,7 +496,7 @@ class Supervisor:
         self._emit("failed", w, status=w.last_status, message=why)
         for text in w.tail:
             self.printer.note(w.spec, f"last output: {text}")
-        if w.spec.on_failure == "stop-job":
+        if w.spec.supervision.on_failure == "stop-job":
             self.stop(f"{w.spec.label} failed")
 
     # -- timers -------------------------------------------------------------------------
@@ -527,8 +527,8 @@ class Supervisor:
                         "killed",
                         w,
                         pid=w.instance.pid,
-                        message=f"still running {_seconds(w.spec.stop_timeout)} after "
-                        f"{_signame(w.spec.stop_signal)}: sent SIGKILL",
+                        message=f"still running {_seconds(w.spec.supervision.stop_timeout)} "
+                        f"after {w.spec.supervision.stop_signal}: sent SIGKILL",
                     )
         finally:
             self._placement.restore()
@@ -605,16 +605,6 @@ class Supervisor:
         note = _note(event)
         if note:
             self.printer.note(worker.spec if worker else None, note)
-
-
-def backoff_delay(rs: RestartSettings, n: int, rng: random.Random) -> float:
-    """The wait before the ``n``-th consecutive restart: exponential, capped, jittered."""
-    # The exponent is capped: a worker restarted for days must not overflow the float.
-    exponent = min(max(0, n - 1), 60)
-    base = min(rs.backoff_max, rs.backoff_initial * rs.backoff_factor**exponent)
-    if rs.backoff_jitter:
-        base *= 1.0 + rs.backoff_jitter * (2.0 * rng.random() - 1.0)
-    return max(0.0, min(base, rs.backoff_max))
 
 
 def _note(event: Event) -> str:
