@@ -175,6 +175,7 @@ def status(job: str | None, *, as_json: bool, verdict: bool, state_dir: str | No
 
 def stop(job: str, *, now: bool, timeout: float, state_dir: str | None) -> int:
     from numarun.supervisor import state
+    from numarun.supervisor.manager import KILL_SIGNAL
 
     ((_path, data),) = _find_jobs(job, state_dir)
     pid = int(data["supervisor"]["pid"])
@@ -185,11 +186,8 @@ def stop(job: str, *, now: bool, timeout: float, state_dir: str | None) -> int:
     try:
         if not state.supervisor_alive(data):  # the PID was reused after we read the file
             return 0
-        os.kill(pid, signal.SIGTERM)
-        if now:
-            # The second stop signal makes the supervisor SIGKILL every worker at once.
-            time.sleep(0.05)
-            os.kill(pid, signal.SIGTERM)
+        # SIGTERM stops gracefully, however often it is sent; KILL_SIGNAL kills at once.
+        os.kill(pid, KILL_SIGNAL if now else signal.SIGTERM)
         import select
 
         ready, _, _ = select.select([pidfd], [], [], timeout)

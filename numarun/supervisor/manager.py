@@ -39,17 +39,25 @@ from numarun.supervisor.model import (
 from numarun.supervisor.printer import LineSplitter, PrefixPrinter, Printer
 from numarun.supervisor.process import (
     Instance,
-    ThreadPlacement,
-    signal_group,
-    spawn,
+    Launcher,
+    Placer,
+    ProcessLauncher,
     spawn_error_status,
 )
 
 WorkerState = Literal["pending", "running", "backoff", "stopping", "exited", "stopped", "failed"]
 DOWN: frozenset[str] = frozenset({"exited", "stopped", "failed"})
 
-# Signals that ask the supervisor to stop the job. A second one stops it at once.
+# Signals that ask the supervisor to stop the job gracefully; repeating one does not make
+# it less graceful (a second ``numarun stop`` must not kill a database mid-flush) ...
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# ... except a second Ctrl-C, a person at the terminal who has seen it is still stopping.
+SECOND_KILLS = signal.SIGINT
+# Kill every worker at once: ``numarun stop --now``, or Ctrl-\ at the terminal.
+KILL_SIGNAL = signal.SIGQUIT
+# The longest single wait in select: epoll takes milliseconds in a C int (about 24 days),
+# so a longer timer is waited for in steps rather than overflowing.
+MAX_WAIT = 3600.0
 
 
 @dataclass
@@ -114,10 +122,13 @@ class Supervisor:
     ``printer`` receives workers' output lines and the supervisor's notes (default: the
     prefixed terminal printer); ``clock`` gives time and waits (inject
     :class:`~numarun.supervisor.clock.FakeClock` to test restarts without sleeping);
-    ``rng`` draws the backoff jitter; ``state_dir`` is where the state file goes (None: the
-    runtime directory; False: no state file); ``guardian`` starts the process that kills
-    the workers if the supervisor itself is killed; ``output_events`` also yields every
-    output line as an ``output`` event (for scripts that wait for "ready" lines).
+    ``rng`` draws the backoff jitter; ``launcher`` starts, signals and reaps processes
+    (default: the real :class:`~numarun.supervisor.process.ProcessLauncher`; tests inject
+    fake processes, as honcho injects its process constructor); ``state_dir`` is where
+    the state file goes (None: the runtime directory; False: no state file);
+    ``guardian`` starts the process that kills the workers if the supervisor itself is
+    killed; ``output_events`` also yields every output line as an ``output`` event (for
+    scripts that wait for "ready" lines).
 
     One supervisor, one thread: call every method from the thread that called ``start``
     (that thread's placement is what workers inherit while they are started).
@@ -130,6 +141,7 @@ class Supervisor:
         printer: Printer | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        launcher: Launcher | None = None,
         state_dir: str | Literal[False] | None = None,
         guardian: bool = True,
         tail_lines: int = 20,
@@ -139,6 +151,7 @@ class Supervisor:
         self.printer: Printer = printer if printer is not None else PrefixPrinter(job.workers)
         self.clock: Clock = clock if clock is not None else RealClock()
         self.rng = rng if rng is not None else random.Random()
+        self.launcher: Launcher = launcher if launcher is not None else ProcessLauncher()
         self.workers = [Worker(w, tail=deque(maxlen=tail_lines)) for w in job.workers]
         self.state_path: str | None = (
             None if state_dir is False else statefile.state_path(job.name, state_dir or None)
@@ -149,7 +162,7 @@ class Supervisor:
         self._sel = selectors.DefaultSelector()
         self._streams: dict[int, _Stream] = {}
         self._queue: deque[Event] = deque()
-        self._placement: ThreadPlacement | None = None
+        self._placement: Placer | None = None
         self._started = False
         self._finished = False
         self._stopping = False
@@ -180,7 +193,7 @@ class Supervisor:
                     f"stop it with numarun stop {self.job.name}, or give this job another name",
                 )
         _raise_fd_limit(3 * len(self.workers) + 64)
-        self._placement = ThreadPlacement()
+        self._placement = self.launcher.placer()
         if self._want_guardian:
             self._guardian = Guardian([self.state_path] if self.state_path else [])
         try:
@@ -248,7 +261,7 @@ class Supervisor:
             elif w.state == "running" or (w.state == "stopping" and force):
                 assert w.instance is not None
                 signum = signal.SIGKILL if force else w.spec.supervision.signum
-                signal_group(w.instance.pid, signum)
+                self.launcher.signal_group(w.instance.pid, signum)
                 w.state = "stopping"
                 w.stop_deadline = None if force else now + w.spec.supervision.stop_timeout
                 self._emit("stopping", w, pid=w.instance.pid, message=f"sent {_signame(signum)}")
@@ -268,11 +281,11 @@ class Supervisor:
             return
         for w in self.workers:
             if w.instance is not None:
-                signal_group(w.instance.pid, signal.SIGKILL)
+                self.launcher.signal_group(w.instance.pid, signal.SIGKILL)
         for w in self.workers:
             if w.instance is not None:
                 try:
-                    os.waitpid(w.instance.pid, 0)
+                    self.launcher.reap(w.instance.pid, block=True)
                 except ChildProcessError:
                     pass
                 self._release(w)
@@ -290,7 +303,8 @@ class Supervisor:
 
     @contextmanager
     def handle_signals(self) -> Iterator[None]:
-        """Within the block, SIGINT/SIGTERM/SIGHUP stop the job (a second one: at once).
+        """Within the block, SIGINT/SIGTERM/SIGHUP stop the job, SIGQUIT kills it (see
+        :meth:`on_signal`).
 
         Main thread only (Python's rule for signal handlers). The handlers do nothing in
         Python; ``set_wakeup_fd`` writes each signal's number to a pipe the loop selects
@@ -299,7 +313,8 @@ class Supervisor:
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         os.set_blocking(write_end, False)
-        old_handlers = {s: signal.signal(s, _ignore_in_python) for s in STOP_SIGNALS}
+        handled = (*STOP_SIGNALS, KILL_SIGNAL)
+        old_handlers = {s: signal.signal(s, _ignore_in_python) for s in handled}
         old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self._signal_fd = read_end
         self._sel.register(read_end, selectors.EVENT_READ, ("signal",))
@@ -357,7 +372,7 @@ class Supervisor:
         now, wall = self.clock.now(), self.clock.wall()
         w.next_start = None
         try:
-            inst = spawn(w.spec, self._placement, now, wall)
+            inst = self.launcher.spawn(w.spec, self._placement, now, wall)
         except NumarunError as err:
             if initial:
                 raise
@@ -421,11 +436,11 @@ class Supervisor:
         if inst is None:
             return
         try:
-            pid, raw = os.waitpid(inst.pid, os.WNOHANG)
+            raw = self.launcher.reap(inst.pid)
         except ChildProcessError:
             # Reaped by someone else (a library caller's waitpid(-1)): status unknown.
-            pid, raw = inst.pid, 255 << 8
-        if pid == 0:
+            raw = 255 << 8
+        if raw is None:
             return
         self._release(w)
         status = ExitStatus.from_wait(raw)
@@ -442,7 +457,7 @@ class Supervisor:
         os.close(inst.pidfd)
         # A worker's process group does not outlive it: helpers it left behind would keep
         # its port or files busy for the next instance, and the guardian can forget it.
-        signal_group(inst.pid, signal.SIGKILL)
+        self.launcher.signal_group(inst.pid, signal.SIGKILL)
         if self._guardian is not None:
             self._guardian.forget(inst.pid)
         for fd in (inst.stdout, inst.stderr):
@@ -506,7 +521,7 @@ class Supervisor:
         deadlines += [w.stop_deadline for w in self.workers if w.stop_deadline is not None]
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - self.clock.now())
+        return min(MAX_WAIT, max(0.0, min(deadlines) - self.clock.now()))
 
     def _run_timers(self) -> None:
         now = self.clock.now()
@@ -522,7 +537,7 @@ class Supervisor:
                     and w.instance is not None
                 ):
                     w.stop_deadline = None
-                    signal_group(w.instance.pid, signal.SIGKILL)
+                    self.launcher.signal_group(w.instance.pid, signal.SIGKILL)
                     self._emit(
                         "killed",
                         w,
@@ -542,13 +557,34 @@ class Supervisor:
         except BlockingIOError:
             return
         for signum in data:
-            name = _signame(signum)
-            if self._stopping:
-                self.stop(name, force=True)
-                self.printer.note(None, f"{name} again: killing every worker now")
-            else:
-                self.printer.note(None, f"{name}: stopping (again to kill at once)")
-                self.stop(name)
+            self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        """What a signal to the supervisor does (the loop calls it; tests may, too).
+
+        The first stop signal stops the job gracefully. Repeating it keeps waiting (a
+        second ``numarun stop`` is what an operator types when the first one's wait ran
+        out, and must not kill a database mid-flush); only a second Ctrl-C, or
+        :data:`KILL_SIGNAL` (``numarun stop --now``), kills every worker at once.
+        """
+        name = _signame(signum)
+        if signum == KILL_SIGNAL:
+            self.printer.note(None, f"{name}: killing every worker now")
+            self.stop(name, force=True)
+        elif not self._stopping:
+            again = "Ctrl-C again" if signum == SECOND_KILLS else "numarun stop --now"
+            self.printer.note(None, f"{name}: stopping ({again} to kill at once)")
+            self.stop(name)
+        elif signum == SECOND_KILLS:
+            self.printer.note(None, f"{name} again: killing every worker now")
+            self.stop(name, force=True)
+        elif not self._forced:
+            left = [w.spec.label for w in self.workers if w.state == "stopping"]
+            self.printer.note(
+                None,
+                f"{name} again: still stopping, waiting for {_names(left)} to exit "
+                f"(numarun stop --now {self.job.name} or Ctrl-C twice kills at once)",
+            )
 
     # -- the end ------------------------------------------------------------------------
 
@@ -629,6 +665,12 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _names(labels: list[str]) -> str:
+    if not labels:
+        return "the last workers"
+    return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
 
 def _seconds(value: float) -> str:
