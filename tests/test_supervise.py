@@ -514,7 +514,7 @@ def test_the_state_file_lists_workers_while_running_and_is_removed_on_exit(
             assert (w["state"], w["node"], w["starts"]) == ("running", 0, 1)
             assert (tmp_path / "rt").stat().st_mode & 0o777 == 0o700
             assert path.stat().st_mode & 0o777 == 0o600
-            assert statefile.list_jobs(str(tmp_path / "rt"))[0][1]["job"] == "statejob"
+            assert statefile.list_jobs(str(tmp_path / "rt")).jobs[0][1].job == "statejob"
             sup.stop()
     assert not path.exists()
 
@@ -542,14 +542,15 @@ def test_a_second_job_of_the_same_name_is_refused(tmp_path: Path) -> None:
 
 
 def test_stale_state_files_of_dead_supervisors_are_dropped(tmp_path: Path) -> None:
-    data = {
-        "format": statefile.FORMAT,
-        "job": "ghost",
-        "supervisor": {"pid": 2**22 + 5, "start_ticks": 1},
-        "workers": [],
-    }
-    statefile.write_state(str(tmp_path / "ghost.json"), data)
-    assert statefile.list_jobs(str(tmp_path)) == []
+    ghost = statefile.JobState(
+        job="ghost",
+        source=None,
+        state="running",
+        supervisor=statefile.SupervisorState(pid=2**22 - 5, start_ticks=1, started=0.0),
+        workers=(),
+    )
+    statefile.write_state(str(tmp_path / "ghost.json"), ghost)
+    assert statefile.list_jobs(str(tmp_path)) == statefile.Listing(jobs=())
     assert not (tmp_path / "ghost.json").exists()
 
 

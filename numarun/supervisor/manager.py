@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from numarun.cpulist import format_list
 from numarun.errors import NumarunError, SupervisorError
@@ -169,6 +169,7 @@ class Supervisor:
         self._forced = False
         self._reason = ""
         self._dirty = False
+        self._state_failed = False
         self._signal_fd: int | None = None
         self._started_wall = 0.0
 
@@ -185,11 +186,17 @@ class Supervisor:
         self._started = True
         self._started_wall = self.clock.wall()
         if self.state_path is not None:
-            existing = statefile.read_state(self.state_path)
+            # Before anything starts: a state directory that cannot be trusted, or a
+            # running job of the same name, refuses the job with nothing to undo.
+            statefile.prepare_dir(os.path.dirname(self.state_path))
+            try:
+                existing = statefile.read_state(self.state_path)
+            except statefile.StateFileError:
+                existing = None  # not a state file of a live job: ours to replace
             if existing is not None and statefile.supervisor_alive(existing):
                 raise SupervisorError(
                     f"a job named {self.job.name} is already running (supervisor pid "
-                    f"{existing['supervisor']['pid']})",
+                    f"{existing.supervisor.pid})",
                     f"stop it with numarun stop {self.job.name}, or give this job another name",
                 )
         _raise_fd_limit(3 * len(self.workers) + 64)
@@ -332,38 +339,36 @@ class Supervisor:
             os.close(read_end)
             os.close(write_end)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> statefile.JobState:
         """What the state file holds (and ``numarun status`` shows)."""
-        return {
-            "format": statefile.FORMAT,
-            "version": statefile.VERSION,
-            "job": self.job.name,
-            "source": self.job.source,
-            "state": "stopping" if self._stopping else "running",
-            "supervisor": {
-                "pid": os.getpid(),
-                "start_ticks": statefile.start_ticks(os.getpid()),
-                "started": self._started_wall,
-                "guardian": self._guardian.proc.pid if self._guardian else None,
-            },
-            "workers": [
-                {
-                    "name": w.spec.name,
-                    "index": w.spec.index,
-                    "node": w.spec.node,
-                    "cpus": format_list(w.spec.cpus) if w.spec.cpus is not None else None,
-                    "memory": str(w.spec.memory) if w.spec.memory is not None else None,
-                    "argv": list(w.spec.argv),
-                    "state": w.state,
-                    "pid": w.pid,
-                    "started": w.instance.started_wall if w.instance else None,
-                    "starts": w.starts,
-                    "last_status": str(w.last_status) if w.last_status else None,
-                    "failure": w.failure or None,
-                }
+        return statefile.JobState(
+            job=self.job.name,
+            source=self.job.source,
+            state="stopping" if self._stopping else "running",
+            supervisor=statefile.SupervisorState(
+                pid=os.getpid(),
+                start_ticks=statefile.start_ticks(os.getpid()),
+                started=self._started_wall,
+                guardian=self._guardian.proc.pid if self._guardian else None,
+            ),
+            workers=tuple(
+                statefile.WorkerState(
+                    name=w.spec.name,
+                    index=w.spec.index,
+                    node=w.spec.node,
+                    cpus=format_list(w.spec.cpus) if w.spec.cpus is not None else None,
+                    memory=str(w.spec.memory) if w.spec.memory is not None else None,
+                    argv=w.spec.argv,
+                    state=w.state,
+                    pid=w.pid,
+                    started=w.instance.started_wall if w.instance else None,
+                    starts=w.starts,
+                    last_status=str(w.last_status) if w.last_status else None,
+                    failure=w.failure or None,
+                )
                 for w in self.workers
-            ],
-        }
+            ),
+        )
 
     # -- starting -----------------------------------------------------------------------
 
@@ -615,7 +620,19 @@ class Supervisor:
 
     def _flush_state(self) -> None:
         if self._dirty and self.state_path is not None and not self._finished:
-            statefile.write_state(self.state_path, self.snapshot())
+            try:
+                statefile.write_state(self.state_path, self.snapshot())
+            except OSError as err:
+                # A full disk must not end the supervision of running workers; say it once.
+                if not self._state_failed:
+                    self.printer.note(
+                        None,
+                        f"cannot write the state file {self.state_path}: {err.strerror}; "
+                        "numarun status and stop will not see this job's changes",
+                    )
+                self._state_failed = True
+            else:
+                self._state_failed = False
         self._dirty = False
 
     def _emit(
