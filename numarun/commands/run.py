@@ -29,7 +29,10 @@ RUN_HELP = (
     "exited successfully, 11 when workers failed."
 )
 STATUS_HELP = "List running jobs (or one job) with each worker's PID, state and placement."
-STOP_HELP = "Stop a running job as Ctrl-C would, and wait until every worker is down."
+STOP_HELP = (
+    "Stop a running job as Ctrl-C would, and wait until every worker is down. Run again "
+    "while it is stopping, it keeps waiting; only --now kills the workers at once."
+)
 
 
 def run_job(
@@ -264,7 +267,9 @@ def register(app: typer.Typer) -> None:
     @app.command("stop", help=STOP_HELP)
     def stop_command(
         job: str = typer.Argument(..., metavar="JOB", help="The job's name (see numarun status)."),
-        now: bool = typer.Option(False, "--now", help="Kill the workers at once (SIGKILL)."),
+        now: bool = typer.Option(
+            False, "--now", help="Kill the workers at once (SIGKILL to each group)."
+        ),
         timeout: float = typer.Option(
             60.0, "--timeout", metavar="SECONDS", help="How long to wait for the job to end."
         ),

@@ -107,7 +107,7 @@ class Supervision(Value):
     def signum(self) -> int:
         import signal
 
-        return int(signal.Signals[self.stop_signal])
+        return int(signal.Signals[signal_name(self.stop_signal)])
 
     def to_dict(self) -> dict[str, Any]:
         """The ``supervision`` object of ``numarun plan --json``."""
