@@ -249,12 +249,6 @@ def _did_you_mean(word: str, known: tuple[str, ...] | list[str], otherwise: str 
 
 def _type_word(value: object) -> str:
     # TOML's words for its types, as the rest of the spec's messages use them.
-    words = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }
-    return words.get(type(value), type(value).__name__)
+    from numarun.presets import _toml_type
+
+    return _toml_type(value)
