@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
     from numarun.placement.slots import Placement
-    from numarun.spec import Backoff, CrashLoop, JobSpec, ProcessSpec
+    from numarun.spec import JobSpec, ProcessSpec
+    from numarun.supervisor.policy import Supervision
 
 _PLACEHOLDER = r"(?<!\$)\{(node|worker|cpus|mem_nodes|name)\}"
 
@@ -79,12 +80,7 @@ class ProcessPlan(Value):
     smt: str
     policy: str  # as written: a mode or a preset name
     preset: str | None
-    restart: str
-    backoff: Backoff
-    crash_loop: CrashLoop
-    on_failure: str
-    stop_signal: str
-    stop_timeout: float
+    supervision: Supervision  # restarts and stopping, as the spec validated them
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,14 +88,7 @@ class ProcessPlan(Value):
             "policy": self.policy,
             "preset": self.preset,
             "smt": self.smt,
-            "supervision": {
-                "restart": self.restart,
-                "backoff": self.backoff.model_dump(),
-                "crash_loop": self.crash_loop.model_dump(),
-                "on_failure": self.on_failure,
-                "stop_signal": self.stop_signal,
-                "stop_timeout": self.stop_timeout,
-            },
+            "supervision": self.supervision.to_dict(),
             "workers": [w.to_dict() for w in self.workers],
         }
 
@@ -181,12 +170,7 @@ def plan_process(
         smt=group.smt,
         policy=group.policy,
         preset=group.preset,
-        restart=group.restart,
-        backoff=group.backoff,
-        crash_loop=group.crash_loop,
-        on_failure=group.on_failure,
-        stop_signal=group.stop_signal,
-        stop_timeout=group.stop_timeout,
+        supervision=group.supervision,
     )
     return plan, ctx.warnings
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 from difflib import get_close_matches
 from typing import Any, Literal
 
@@ -41,6 +40,8 @@ from pydantic_core import PydanticCustomError
 
 from numarun import cpulist, presets
 from numarun.errors import NumarunError, SpecError
+from numarun.supervisor import policy
+from numarun.supervisor.policy import PolicyError, Supervision
 
 #: Placeholders that arguments, env values, cwd and log paths may use.
 PLACEHOLDERS = ("node", "worker", "cpus", "mem_nodes", "name")
@@ -60,12 +61,7 @@ HINTS: dict[str, str] = {
     "memory_nodes": 'write "local", "all", "local+cpuless" or a node spec such as "0-1"',
     "env": 'write env = { NAME = "value" }',
     "cwd": 'write cwd = "/srv/{name}"',
-    "restart": 'write restart = "always", "on-failure" or "never"',
-    "backoff": "write backoff = { initial = 0.5, max = 30, jitter = 0.1 } (seconds; jitter 0-1)",
-    "crash_loop": "write crash_loop = { limit = 5, window = 60 } (restarts within seconds)",
-    "on_failure": 'write on_failure = "stop-job" or on_failure = "continue"',
-    "stop_signal": 'write stop_signal = "SIGTERM" (or another signal name)',
-    "stop_timeout": "write stop_timeout = 10 (seconds)",
+    **policy.HINTS,  # restart, backoff, crash_loop, on_failure, stop_signal, stop_timeout
     "logs": 'write logs = "inherit" or a file path such as "logs/{name}-{worker}.log"',
     "stdin": 'write stdin = "null", "inherit" or a file path',
     "process": "add [[process]] tables, each with name and command (see man numarun-job)",
@@ -113,35 +109,13 @@ def _check_node_spec(key: str, text: str) -> None:
         raise _fail(key, err.problem) from None
 
 
-class Backoff(BaseModel):
-    """Delay before restarting a worker: ``initial`` doubling up to ``max``, +/- ``jitter``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    initial: float = Field(default=0.5, gt=0)
-    max: float = Field(default=30.0, gt=0)
-    jitter: float = Field(default=0.1, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.max < self.initial:
-            raise _fail("max", f"max = {self.max:g} is less than initial = {self.initial:g}")
-        return self
-
-
-class CrashLoop(BaseModel):
-    """A worker that exits ``limit`` times within ``window`` seconds is not restarted again."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    limit: int = Field(default=5, ge=1)
-    window: float = Field(default=60.0, gt=0)
-
-
 class ProcessSpec(BaseModel):
-    """One ``[[process]]`` group. ``mode`` and ``preset`` are derived from ``policy``."""
+    """One ``[[process]]`` group. ``mode`` and ``preset`` are derived from ``policy``;
+    ``supervision`` from the keys in :data:`numarun.supervisor.policy.KEYS`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True
+    )
 
     name: str
     shell: bool = False  # before command: command's validator reads it
@@ -155,17 +129,32 @@ class ProcessSpec(BaseModel):
     memory_nodes: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
-    restart: Literal["always", "on-failure", "never"] = "on-failure"
-    backoff: Backoff = Field(default_factory=Backoff)
-    crash_loop: CrashLoop = Field(default_factory=CrashLoop)
-    on_failure: Literal["stop-job", "continue"] = "stop-job"
-    stop_signal: str = "SIGTERM"
-    stop_timeout: float = Field(default=10.0, ge=0)
     logs: str = "inherit"
     stdin: str = "null"
-    # Derived, never written by users (the before-validator refuses them).
+    # Derived, never written by users (the before-validators refuse them).
     mode: str = "default"
     preset: str | None = None
+    supervision: Supervision = Supervision()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supervision(cls, data: Any) -> Any:
+        """Validate the supervision keys into one :class:`Supervision` record."""
+        if not isinstance(data, dict):
+            return data
+        if "supervision" in data:
+            raise _fail(
+                "supervision",
+                "unknown key 'supervision'",
+                "write " + ", ".join(policy.KEYS) + " in the [[process]] table itself",
+            )
+        given = {key: data[key] for key in policy.KEYS if key in data}
+        try:
+            supervision = Supervision.from_dict(given)
+        except PolicyError as err:
+            raise _fail(".".join(err.path), err.problem, err.fix) from None
+        rest = {key: value for key, value in data.items() if key not in policy.KEYS}
+        return {**rest, "supervision": supervision}
 
     @model_validator(mode="before")
     @classmethod
@@ -320,27 +309,6 @@ class ProcessSpec(BaseModel):
             _check_placeholders(key, value)
         return value
 
-    @field_validator("stop_signal", mode="before")
-    @classmethod
-    def _signal(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return signal.Signals(value).name
-            except ValueError:
-                raise _fail("stop_signal", f"{value} is not a signal number") from None
-        if isinstance(value, str):
-            name = value.strip().upper()
-            name = name if name.startswith("SIG") else f"SIG{name}"
-            if name not in signal.Signals.__members__:
-                close = get_close_matches(name, list(signal.Signals.__members__), n=1)
-                raise _fail(
-                    "stop_signal",
-                    f"unknown signal {value!r}",
-                    f"did you mean '{close[0]}'?" if close else HINTS["stop_signal"],
-                )
-            return name
-        return value
-
 
 class JobSpec(BaseModel):
     """A whole job spec: its process groups, and where each key was written."""
@@ -406,7 +374,7 @@ def spec_from_doc(doc: presets.TomlDoc) -> JobSpec:
             processes.append(ProcessSpec.model_validate(merged))
         except ValidationError as err:
             raise _from_validation(doc, index, raw, defaults, err) from None
-        for key in ProcessSpec.model_fields:
+        for key in _known_keys(()):
             origin = ("process", index, key) if key in raw else ("defaults", key)
             line = doc.lines.get(origin)
             if line is not None:
@@ -484,8 +452,9 @@ def _shape(
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
     kind = error["type"]
     ctx = error.get("ctx") or {}
-    if kind == "numarun" and (not loc or loc[-1] != ctx["key"]):
-        loc = (*loc, ctx["key"])  # raised by a model validator: name the key it is about
+    named = tuple(str(ctx.get("key", "")).split("."))  # "backoff.max": a key in a table
+    if kind == "numarun" and loc[-len(named) :] != named:
+        loc = (*loc, *named)  # raised by a model validator: name the key it is about
     key = str(loc[0]) if loc else ""
     # A key that came from [defaults] is reported where it was written.
     from_defaults = bool(loc) and key not in raw and key in defaults
@@ -515,9 +484,6 @@ def _shape(
 
 
 def _known_keys(parent: tuple[object, ...]) -> list[str]:
-    model: type[BaseModel] = ProcessSpec
-    if parent and parent[0] == "backoff":
-        model = Backoff
-    elif parent and parent[0] == "crash_loop":
-        model = CrashLoop
-    return [k for k in model.model_fields if k not in ("mode", "preset")]
+    """The keys a user may write in a ``[[process]]`` table (tables inside it: policy's)."""
+    derived = ("mode", "preset", "supervision")
+    return [k for k in ProcessSpec.model_fields if k not in derived] + list(policy.KEYS)

@@ -38,7 +38,8 @@ def test_the_fixed_shape_loads() -> None:
     assert group.name == "cache"
     assert group.command == ("redis-server", "--port", "70{worker}")
     assert (group.workers, group.smt, group.mode) == ("per-node", "avoid", "bind")
-    assert (group.restart, group.stop_signal, group.stop_timeout) == ("on-failure", "SIGTERM", 10)
+    rules = group.supervision
+    assert (rules.restart, rules.stop_signal, rules.stop_timeout) == ("on-failure", "SIGTERM", 10)
 
 
 def test_unknown_key_suggests_the_right_one() -> None:

@@ -15,22 +15,24 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from numarun.cpulist import format_list
 from numarun.mempolicy import MemoryPolicy
 from numarun.supervisor import (
+    Backoff,
+    CrashLoop,
     Event,
     FakeClock,
     JobSpec,
     LineSplitter,
     PrefixPrinter,
     QuietPrinter,
-    RestartSettings,
+    Supervision,
     Supervisor,
     WorkerSpec,
-    backoff_delay,
 )
 from numarun.supervisor import state as statefile
 
@@ -58,20 +60,26 @@ def live_group_members(pgid: int, wait: float = 3.0) -> list[int]:
         time.sleep(0.05)
 
 
+def rules(**kw: Any) -> Supervision:
+    """A Supervision from flat keys: the backoff's and crash loop's by their own names."""
+    backoff = Backoff(**{k: kw.pop(k) for k in ("initial", "max", "jitter") if k in kw})
+    crash_loop = CrashLoop(**{k: kw.pop(k) for k in ("limit", "window") if k in kw})
+    return Supervision(backoff=backoff, crash_loop=crash_loop, **kw)
+
+
 def worker(
     name: str,
     script: str,
     *,
     index: int = 0,
-    restart: RestartSettings | None = None,
-    **kw: object,
+    restart: Supervision | None = None,
+    **kw: Any,
 ) -> WorkerSpec:
+    base = restart or Supervision()
+    changes = {k: kw.pop(k) for k in ("on_failure", "stop_signal", "stop_timeout") if k in kw}
+    supervision = Supervision(**{**{f: getattr(base, f) for f in base._fields}, **changes})
     return WorkerSpec(
-        name=name,
-        index=index,
-        argv=(SH, "-c", script),
-        restart=restart or RestartSettings(),
-        **kw,  # type: ignore[arg-type]
+        name=name, index=index, argv=(SH, "-c", script), supervision=supervision, **kw
     )
 
 
@@ -100,18 +108,18 @@ def kinds(events: list[Event], label: str) -> list[str]:
 
 
 def test_backoff_doubles_to_its_cap_without_jitter() -> None:
-    rs = RestartSettings(backoff_initial=0.5, backoff_max=4.0, backoff_jitter=0.0)
+    backoff = Backoff(initial=0.5, max=4.0, jitter=0.0)
     rng = random.Random(1)
-    assert [backoff_delay(rs, n, rng) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
+    assert [backoff.delay(n, rng.random()) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
 
 
-def test_backoff_jitter_stays_within_its_fraction_and_the_cap() -> None:
-    rs = RestartSettings(backoff_initial=1.0, backoff_max=8.0, backoff_jitter=0.25)
+def test_jitter_stays_within_its_fraction_and_the_cap() -> None:
+    backoff = Backoff(initial=1.0, max=8.0, jitter=0.25)
     rng = random.Random(3)
     for n in range(1, 6):
         base = min(8.0, 2.0 ** (n - 1))
         for _ in range(200):
-            d = backoff_delay(rs, n, rng)
+            d = backoff.delay(n, rng.random())
             assert base * 0.75 <= d <= min(base * 1.25, 8.0)
 
 
@@ -119,13 +127,13 @@ def test_backoff_jitter_stays_within_its_fraction_and_the_cap() -> None:
 
 
 def test_a_crashing_worker_restarts_with_growing_delays_then_fails_as_a_crash_loop() -> None:
-    rs = RestartSettings(
+    rs = rules(
         restart="on-failure",
-        backoff_initial=1.0,
-        backoff_max=8.0,
-        backoff_jitter=0.0,
-        crash_limit=5,
-        crash_window=100.0,
+        initial=1.0,
+        max=8.0,
+        jitter=0.0,
+        limit=5,
+        window=100.0,
     )
     clock = FakeClock()
     sup, events, printer = supervise(worker("crash", "echo boom; exit 1", restart=rs), clock=clock)
@@ -140,7 +148,7 @@ def test_a_crashing_worker_restarts_with_growing_delays_then_fails_as_a_crash_lo
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(spawns)]
     assert gaps == [1.0, 2.0, 4.0, 8.0]
     (failed,) = [e for e in events if e.kind == "failed"]
-    assert failed.message == ("exit status 1, crash loop: 5 exits within 100 s (crash_limit 5)")
+    assert failed.message == "exit status 1, crash loop: 5 exits within 100 s (crash_loop.limit 5)"
     assert events[-1].kind == "job-done"
     result = sup.result()
     assert not result.ok and result.exit_code == 11
@@ -155,9 +163,7 @@ def test_a_crashing_worker_restarts_with_growing_delays_then_fails_as_a_crash_lo
 def test_slow_crashes_outside_the_window_are_not_a_loop() -> None:
     # Exits further apart than the window never add up to the limit; the run only ends
     # because restart count is cut off here by a worker that succeeds on its 4th start.
-    rs = RestartSettings(
-        backoff_initial=10.0, backoff_max=10.0, backoff_jitter=0, crash_limit=2, crash_window=5
-    )
+    rs = rules(initial=10.0, max=10.0, jitter=0, limit=2, window=5)
     script = 'n=$(cat "$F" 2>/dev/null || echo 0); echo $((n+1)) > "$F"; [ "$n" -ge 3 ]'
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"numarun-slow-{os.getpid()}"
     tmp.unlink(missing_ok=True)
@@ -172,7 +178,7 @@ def test_slow_crashes_outside_the_window_are_not_a_loop() -> None:
 
 
 def test_restart_never_leaves_a_failed_worker_down() -> None:
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     sup, events, _ = supervise(
         worker("once", "exit 3", restart=rs),
         worker("other", "sleep 30", index=1, restart=rs),
@@ -188,7 +194,7 @@ def test_restart_never_leaves_a_failed_worker_down() -> None:
 
 
 def test_on_failure_continue_keeps_the_others_running() -> None:
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     sup, events, _ = supervise(
         worker("bad", "exit 2", restart=rs, on_failure="continue"),
         worker("good", "sleep 0.3; exit 0", index=1, restart=rs),
@@ -200,21 +206,21 @@ def test_on_failure_continue_keeps_the_others_running() -> None:
 
 
 def test_on_failure_restarts_after_a_crash_but_not_after_success() -> None:
-    rs = RestartSettings(restart="on-failure", backoff_jitter=0)
+    rs = rules(restart="on-failure", jitter=0)
     sup, events, _ = supervise(worker("fine", "exit 0", restart=rs))
     assert kinds(events, "fine.0") == ["spawned", "exited", "done"]
     assert sup.result().ok and sup.result().exit_code == 0
 
 
 def test_restart_always_restarts_even_after_success_and_loops_out() -> None:
-    rs = RestartSettings(restart="always", backoff_jitter=0, crash_limit=3, crash_window=60)
+    rs = rules(restart="always", jitter=0, limit=3, window=60)
     sup, events, _ = supervise(worker("again", "exit 0", restart=rs))
     assert kinds(events, "again.0").count("spawned") == 3
     assert sup.workers[0].state == "failed"
 
 
 def test_a_killed_worker_is_reported_by_its_signal() -> None:
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     sup, events, _ = supervise(worker("segv", "kill -SEGV $$", restart=rs))
     (failed,) = [e for e in events if e.kind == "failed"]
     assert failed.message == "killed by SIGSEGV (restart = never)"
@@ -224,7 +230,7 @@ def test_a_killed_worker_is_reported_by_its_signal() -> None:
 
 def test_a_restarted_worker_returns_to_its_own_slot() -> None:
     cpus = frozenset({max(os.sched_getaffinity(0))})
-    rs = RestartSettings(restart="on-failure", backoff_jitter=0, crash_limit=3)
+    rs = rules(restart="on-failure", jitter=0, limit=3)
     script = 'grep -E "^(Cpus_allowed_list|Mems_allowed_list)" /proc/self/status; exit 1'
     _sup, _events, printer = supervise(
         worker("slot", script, restart=rs, cpus=cpus, memory=MemoryPolicy("bind", {0}))
@@ -364,7 +370,7 @@ def test_line_splitter_cuts_endless_lines_and_survives_bad_utf8() -> None:
 
 
 def test_two_chatty_workers_lines_are_never_spliced() -> None:
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     # Each writes 2000 lines of 300 bytes; pipes deliver them in arbitrary chunks.
     script = 'i=0; while [ $i -lt 2000 ]; do printf "%s-%0290d\\n" "$W" $i; i=$((i+1)); done'
     sup, _events, printer = supervise(
@@ -398,7 +404,7 @@ def test_prefix_printer_names_worker_index_and_node_and_colours_on_request() -> 
 
 def test_log_files_get_both_streams_and_feed_the_failure_tail(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "w.log"
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     sup, _events, printer = supervise(
         worker("logged", "echo out; echo err >&2; exit 4", restart=rs, log=str(log))
     )
@@ -408,7 +414,7 @@ def test_log_files_get_both_streams_and_feed_the_failure_tail(tmp_path: Path) ->
 
 
 def test_stdin_is_dev_null_unless_asked(tmp_path: Path) -> None:
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     src = tmp_path / "in.txt"
     src.write_text("from a file\n")
     _sup, _events, printer = supervise(
@@ -508,7 +514,7 @@ def test_the_state_file_lists_workers_while_running_and_is_removed_on_exit(
             assert (w["state"], w["node"], w["starts"]) == ("running", 0, 1)
             assert (tmp_path / "rt").stat().st_mode & 0o777 == 0o700
             assert path.stat().st_mode & 0o777 == 0o600
-            assert statefile.list_jobs(str(tmp_path / "rt"))[0][1]["job"] == "statejob"
+            assert statefile.list_jobs(str(tmp_path / "rt")).jobs[0][1].job == "statejob"
             sup.stop()
     assert not path.exists()
 
@@ -536,14 +542,15 @@ def test_a_second_job_of_the_same_name_is_refused(tmp_path: Path) -> None:
 
 
 def test_stale_state_files_of_dead_supervisors_are_dropped(tmp_path: Path) -> None:
-    data = {
-        "format": statefile.FORMAT,
-        "job": "ghost",
-        "supervisor": {"pid": 2**22 + 5, "start_ticks": 1},
-        "workers": [],
-    }
-    statefile.write_state(str(tmp_path / "ghost.json"), data)
-    assert statefile.list_jobs(str(tmp_path)) == []
+    ghost = statefile.JobState(
+        job="ghost",
+        source=None,
+        state="running",
+        supervisor=statefile.SupervisorState(pid=2**22 - 5, start_ticks=1, started=0.0),
+        workers=(),
+    )
+    statefile.write_state(str(tmp_path / "ghost.json"), ghost)
+    assert statefile.list_jobs(str(tmp_path)) == statefile.Listing(jobs=())
     assert not (tmp_path / "ghost.json").exists()
 
 
@@ -560,7 +567,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def test_output_events_carry_each_line_in_order_when_asked() -> None:
-    rs = RestartSettings(restart="never")
+    rs = rules(restart="never")
     sup = Supervisor(
         JobSpec("t", (worker("talk", "echo one; echo two >&2; echo three", restart=rs),)),
         printer=QuietPrinter(),
@@ -616,14 +623,17 @@ env = { ROLE = "db{worker}" }
     assert w.argv == ("postgres", "-p", "541")
     assert w.memory is not None and w.memory.mode == "bind"
     assert w.cpus and w.node == 0
-    assert w.restart == RestartSettings(
+    assert w.supervision == rules(
         restart="always",
-        backoff_initial=1,
-        backoff_max=20,
-        backoff_jitter=0,
-        crash_limit=3,
-        crash_window=30,
+        initial=1,
+        max=20,
+        jitter=0,
+        limit=3,
+        window=30,
+        on_failure="continue",
+        stop_signal="SIGINT",
+        stop_timeout=60,
     )
-    assert (w.on_failure, w.stop_signal, w.stop_timeout) == ("continue", signal.SIGINT, 60)
+    assert w.supervision.signum == signal.SIGINT
     assert w.log == "/var/log/db/1.log" and w.stdin == "null"
     assert w.env is not None and w.env["ROLE"] == "db1" and "PATH" in w.env

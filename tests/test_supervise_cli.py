@@ -281,3 +281,50 @@ policy = "bind"
     assert job.finish()[0] == 0
     assert job.cli("status").stdout.strip() == "no numarun jobs are running"
     assert job.cli("stop", "svc").returncode == 9
+
+
+# A database that takes two seconds to flush after SIGTERM, then exits cleanly.
+FLUSHING = """
+[[process]]
+name = "db"
+shell = true
+command = "trap 'sleep 2; echo flushed; exit 0' TERM; echo ready; while :; do sleep 0.1; done"
+workers = 1
+stop_timeout = 120
+"""
+
+
+def test_stop_again_keeps_waiting_for_a_flushing_worker_and_never_kills_it(
+    tmp_path: Path, cleanup: list[Job]
+) -> None:
+    job = Job(tmp_path, FLUSHING, name="db")
+    cleanup.append(job)
+    job.wait_running(1)
+    time.sleep(0.3)  # let the shell set its trap
+    first = job.cli("stop", "--timeout", "0.5", "db")
+    assert first.returncode == 11
+    assert "still stopping after 0.5 s" in first.stderr
+    second = job.cli("stop", "db")  # what an operator types next
+    assert second.returncode == 0, second.stderr
+    assert "numarun: job db is already stopping; waiting up to 60 s more for db.0" in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == "numarun: job db stopped"
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert "flushed" in out  # it finished its flush: nothing killed it
+    assert "SIGKILL" not in err and "killing" not in err
+    assert "SIGTERM again: still stopping, waiting for db.0 to exit" in err
+
+
+def test_stop_now_kills_a_stubborn_job_at_once(tmp_path: Path, cleanup: list[Job]) -> None:
+    job = Job(tmp_path, FLUSHING.replace("sleep 2", "sleep 300"), name="db")
+    cleanup.append(job)
+    job.wait_running(1)
+    time.sleep(0.3)  # let the shell set its trap
+    family = job.family()
+    t0 = time.monotonic()
+    done = job.cli("stop", "--now", "db")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - t0 < 10
+    code, _out, err = job.finish()
+    assert code == 0 and "SIGQUIT: killing every worker now" in err
+    assert alive(family) == []

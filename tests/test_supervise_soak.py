@@ -12,7 +12,15 @@ import os
 import random
 import time
 
-from numarun.supervisor import JobSpec, NullPrinter, RestartSettings, Supervisor, WorkerSpec
+from numarun.supervisor import (
+    Backoff,
+    CrashLoop,
+    JobSpec,
+    NullPrinter,
+    Supervision,
+    Supervisor,
+    WorkerSpec,
+)
 
 RESTARTS = 1000
 WARMUP = 100
@@ -50,8 +58,10 @@ def rss_kb() -> int:
 
 def soak(restarts: int, warmup: int) -> dict[str, float]:
     """Run the soak; return the measurements (also used by the benchmark)."""
-    rs = RestartSettings(restart="always", backoff_initial=0.0, backoff_jitter=0.0, crash_limit=0)
-    job = JobSpec("soak", (WorkerSpec("blink", 0, ("/bin/true",), restart=rs),))
+    rs = Supervision(
+        restart="always", backoff=Backoff(initial=0.0, jitter=0.0), crash_loop=CrashLoop(limit=0)
+    )
+    job = JobSpec("soak", (WorkerSpec("blink", 0, ("/bin/true",), supervision=rs),))
     sup = Supervisor(job, printer=NullPrinter(), rng=random.Random(1), state_dir=False)
     seen = 0
     before: dict[str, float] = {}

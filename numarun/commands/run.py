@@ -13,12 +13,15 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from numarun.errors import ProcessError, SupervisorError
 from numarun.options import typer_option
+
+if TYPE_CHECKING:
+    from numarun.supervisor.state import JobState
 
 RUN_HELP = (
     "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
@@ -27,7 +30,10 @@ RUN_HELP = (
     "exited successfully, 11 when workers failed."
 )
 STATUS_HELP = "List running jobs (or one job) with each worker's PID, state and placement."
-STOP_HELP = "Stop a running job as Ctrl-C would, and wait until every worker is down."
+STOP_HELP = (
+    "Stop a running job as Ctrl-C would, and wait until every worker is down. Run again "
+    "while it is stopping, it keeps waiting; only --now kills the workers at once."
+)
 
 
 def run_job(
@@ -98,15 +104,18 @@ def _verdicts(pids: list[int]) -> dict[int, str]:
     return out
 
 
-def _find_jobs(job: str | None, state_dir: str | None) -> list[tuple[str, dict[str, Any]]]:
+def _find_jobs(job: str | None, state_dir: str | None) -> list[tuple[str, JobState]]:
     from numarun.supervisor import state
 
-    jobs = state.list_jobs(state_dir)
+    listing = state.list_jobs(state_dir)
+    for warning in listing.warnings:
+        print(f"numarun: warning: {warning}", file=sys.stderr)
+    jobs = list(listing.jobs)
     if job is None:
         return jobs
-    chosen = [(p, d) for p, d in jobs if d.get("job") == job]
+    chosen = [(p, d) for p, d in jobs if d.job == job]
     if not chosen:
-        running = ", ".join(d.get("job", "?") for _, d in jobs) or "none"
+        running = ", ".join(d.job for _, d in jobs) or "none"
         raise ProcessError(
             f"no job named {job} is running (running: {running})",
             "see numarun status; a job is named after its spec file unless run with --name",
@@ -114,56 +123,56 @@ def _find_jobs(job: str | None, state_dir: str | None) -> list[tuple[str, dict[s
     return chosen
 
 
-def render_status(jobs: list[tuple[str, dict[str, Any]]], verdicts: dict[int, str]) -> str:
+def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) -> str:
     if not jobs:
         return "no numarun jobs are running"
     lines: list[str] = []
     for _path, data in jobs:
-        sup = data.get("supervisor", {})
-        workers = data.get("workers", [])
-        up = sum(1 for w in workers if w.get("state") == "running")
+        sup = data.supervisor
+        up = sum(1 for w in data.workers if w.state == "running")
         lines.append(
-            f"job {data.get('job')}: {up}/{len(workers)} running, {data.get('state')}, "
-            f"supervisor pid {sup.get('pid')}, up {_uptime(sup.get('started'))}"
-            + (f", spec {data['source']}" if data.get("source") else "")
+            f"job {data.job}: {up}/{len(data.workers)} running, {data.state}, "
+            f"supervisor pid {sup.pid}, up {_uptime(sup.started)}"
+            + (f", spec {data.source}" if data.source else "")
         )
         rows = [("worker", "state", "pid", "up", "starts", "node", "cpus", "memory", "verdict")]
-        for w in workers:
-            pid = w.get("pid")
+        for w in data.workers:
+            pid = w.pid
             rows.append(
                 (
-                    f"{w.get('name')}.{w.get('index')}",
-                    w.get("state", "?"),
+                    w.label,
+                    w.state,
                     str(pid) if pid else "-",
-                    _uptime(w.get("started")) if pid else "-",
-                    str(w.get("starts", 0)),
-                    str(w.get("node")) if w.get("node") is not None else "-",
-                    w.get("cpus") or "any",
-                    w.get("memory") or "default",
+                    _uptime(w.started) if pid else "-",
+                    str(w.starts),
+                    str(w.node) if w.node is not None else "-",
+                    w.cpus or "any",
+                    w.memory or "default",
                     verdicts.get(pid, "-") if pid else "-",
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             lines.append("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
-        for w in workers:
-            if w.get("failure"):
-                lines.append(f"  {w.get('name')}.{w.get('index')} failed: {w['failure']}")
+        for w in data.workers:
+            if w.failure:
+                lines.append(f"  {w.label} failed: {w.failure}")
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 
 
 def status(job: str | None, *, as_json: bool, verdict: bool, state_dir: str | None) -> int:
     jobs = _find_jobs(job, state_dir)
-    pids = [w["pid"] for _, d in jobs for w in d.get("workers", []) if w.get("pid")]
+    pids = [w.pid for _, d in jobs for w in d.workers if w.pid]
     verdicts = _verdicts(pids) if verdict else {}
     if as_json:
         out = []
         for _, data in jobs:
-            for w in data.get("workers", []):
+            shown = data.to_dict()
+            for w in shown["workers"]:
                 if w.get("pid") in verdicts:
                     w["verdict"] = verdicts[w["pid"]]
-            out.append(data)
+            out.append(shown)
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
@@ -175,10 +184,13 @@ def status(job: str | None, *, as_json: bool, verdict: bool, state_dir: str | No
 
 
 def stop(job: str, *, now: bool, timeout: float, state_dir: str | None) -> int:
+    """Ask the job's supervisor to stop (SIGTERM: gracefully, however often it is asked;
+    with ``now`` its kill signal) and wait until it has ended."""
     from numarun.supervisor import state
+    from numarun.supervisor.manager import KILL_SIGNAL
 
     ((_path, data),) = _find_jobs(job, state_dir)
-    pid = int(data["supervisor"]["pid"])
+    pid = data.supervisor.pid
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -186,25 +198,48 @@ def stop(job: str, *, now: bool, timeout: float, state_dir: str | None) -> int:
     try:
         if not state.supervisor_alive(data):  # the PID was reused after we read the file
             return 0
-        os.kill(pid, signal.SIGTERM)
-        if now:
-            # The second stop signal makes the supervisor SIGKILL every worker at once.
-            time.sleep(0.05)
-            os.kill(pid, signal.SIGTERM)
-        import select
-
-        ready, _, _ = select.select([pidfd], [], [], timeout)
+        if data.state == "stopping" and not now:
+            left = [w.label for w in data.workers if w.state == "stopping"]
+            print(
+                f"numarun: job {job} is already stopping; waiting up to {timeout:g} s more "
+                f"for {', '.join(left) or 'its workers'} to exit (numarun stop --now {job} "
+                "kills them at once)",
+                file=sys.stderr,
+            )
+        os.kill(pid, KILL_SIGNAL if now else signal.SIGTERM)
+        ended = _wait_readable(pidfd, timeout)
     except ProcessLookupError:
         return 0
+    except PermissionError:
+        raise ProcessError(
+            f"job {job}'s supervisor (pid {pid}) belongs to another user",
+            "run numarun stop as the user who started the job",
+        ) from None
     finally:
         os.close(pidfd)
-    if not ready:
+    if not ended:
         raise SupervisorError(
             f"job {job} (supervisor pid {pid}) is still stopping after {timeout:g} s",
-            f"wait, or run numarun stop --now {job} to kill its workers at once",
+            f"wait (numarun stop {job} again waits on), or numarun stop --now {job} "
+            "kills its workers at once",
         )
     print(f"numarun: job {job} stopped", file=sys.stderr)
     return 0
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` became readable within ``timeout`` seconds (waited in steps that
+    select can hold, so that --timeout 1e12 waits instead of overflowing)."""
+    import select
+
+    deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], min(max(0.0, left), 3600.0))
+        if ready:
+            return True
+        if left <= 3600.0:
+            return False
 
 
 def register(app: typer.Typer) -> None:

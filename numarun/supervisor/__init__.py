@@ -10,32 +10,54 @@
             if event.kind == "spawned":
                 sup.stop()
 
-Modules: :mod:`.model` (specs, events), :mod:`.process` (starting one instance with its
-placement), :mod:`.manager` (the loop), :mod:`.printer` (output), :mod:`.guardian`
-(cleanup when the supervisor is killed), :mod:`.state` (the state file), :mod:`.clock`.
+Modules: :mod:`.policy` (the restart policy), :mod:`.model` (specs, events),
+:mod:`.process` (starting one instance with its placement), :mod:`.manager` (the loop),
+:mod:`.printer` (output), :mod:`.guardian` (cleanup when the supervisor is killed),
+:mod:`.state` (the state file), :mod:`.clock`.
 """
 
 from __future__ import annotations
 
-from numarun.supervisor.clock import Clock, FakeClock, RealClock
-from numarun.supervisor.manager import JobResult, Supervisor, Worker, backoff_delay
-from numarun.supervisor.model import (
-    Event,
-    ExitStatus,
-    JobSpec,
-    RestartSettings,
-    WorkerSpec,
-)
-from numarun.supervisor.printer import (
-    LineSplitter,
-    NullPrinter,
-    PrefixPrinter,
-    Printer,
-    QuietPrinter,
-)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from numarun.supervisor.clock import Clock, FakeClock, RealClock
+    from numarun.supervisor.manager import JobResult, Supervisor, Worker
+    from numarun.supervisor.model import Event, ExitStatus, JobSpec, WorkerSpec
+    from numarun.supervisor.policy import Backoff, CrashLoop, Supervision
+    from numarun.supervisor.printer import (
+        LineSplitter,
+        NullPrinter,
+        PrefixPrinter,
+        Printer,
+        QuietPrinter,
+    )
+
+# Imported on first use: the job spec needs only .policy, and must not pay for the loop.
+_EXPORTS = {
+    "Clock": "clock",
+    "FakeClock": "clock",
+    "RealClock": "clock",
+    "JobResult": "manager",
+    "Supervisor": "manager",
+    "Worker": "manager",
+    "Event": "model",
+    "ExitStatus": "model",
+    "JobSpec": "model",
+    "WorkerSpec": "model",
+    "Backoff": "policy",
+    "CrashLoop": "policy",
+    "Supervision": "policy",
+    "LineSplitter": "printer",
+    "NullPrinter": "printer",
+    "PrefixPrinter": "printer",
+    "Printer": "printer",
+    "QuietPrinter": "printer",
+}
 
 __all__ = [
+    "Backoff",
     "Clock",
+    "CrashLoop",
     "Event",
     "ExitStatus",
     "FakeClock",
@@ -47,9 +69,17 @@ __all__ = [
     "Printer",
     "QuietPrinter",
     "RealClock",
-    "RestartSettings",
+    "Supervision",
     "Supervisor",
     "Worker",
     "WorkerSpec",
-    "backoff_delay",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'numarun.supervisor' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"numarun.supervisor.{module}"), name)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
 
-from numarun.errors import SpecError
-from numarun.plan import Plan, ProcessPlan
-from numarun.supervisor.model import JobSpec, OnFailure, RestartMode, RestartSettings, WorkerSpec
+from numarun.plan import Plan
+from numarun.supervisor.model import JobSpec, WorkerSpec
 
 
 def job_name_for(spec_path: str | None) -> str:
@@ -17,45 +15,10 @@ def job_name_for(spec_path: str | None) -> str:
     return os.path.splitext(os.path.basename(spec_path))[0] or "job"
 
 
-def stop_signal(name: str) -> int:
-    text = str(name).strip()
-    if text.isdigit():
-        try:
-            return int(signal.Signals(int(text)))
-        except ValueError:
-            raise SpecError(
-                f"stop_signal {text} is not a signal number", 'write stop_signal = "SIGTERM"'
-            ) from None
-    key = text.upper()
-    if not key.startswith("SIG"):
-        key = "SIG" + key
-    try:
-        return int(signal.Signals[key])
-    except KeyError:
-        raise SpecError(
-            f"stop_signal {name!r} is not a signal name", 'write stop_signal = "SIGTERM"'
-        ) from None
-
-
-def restart_settings(process: ProcessPlan) -> RestartSettings:
-    mode: RestartMode = process.restart  # type: ignore[assignment]  # validated by the spec
-    return RestartSettings(
-        restart=mode,
-        backoff_initial=process.backoff.initial,
-        backoff_max=process.backoff.max,
-        backoff_jitter=process.backoff.jitter,
-        crash_limit=process.crash_loop.limit,
-        crash_window=process.crash_loop.window,
-    )
-
-
 def job_from_plan(plan: Plan, name: str | None = None) -> JobSpec:
     """Every worker of every process group, in plan order, as one job."""
     workers: list[WorkerSpec] = []
     for process in plan.processes:
-        settings = restart_settings(process)
-        signum = stop_signal(process.stop_signal)
-        on_failure: OnFailure = process.on_failure  # type: ignore[assignment]
         for w in process.workers:
             workers.append(
                 WorkerSpec(
@@ -67,12 +30,9 @@ def job_from_plan(plan: Plan, name: str | None = None) -> JobSpec:
                     memory=w.memory,
                     env={**os.environ, **w.env},
                     cwd=w.cwd,
-                    restart=settings,
-                    stop_signal=signum,
-                    stop_timeout=process.stop_timeout,
+                    supervision=process.supervision,
                     stdin=w.stdin,
                     log=w.log,
-                    on_failure=on_failure,
                 )
             )
     return JobSpec(name=name or job_name_for(plan.spec), workers=tuple(workers), source=plan.spec)

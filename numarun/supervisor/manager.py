@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from numarun.cpulist import format_list
 from numarun.errors import NumarunError, SupervisorError
@@ -34,23 +34,30 @@ from numarun.supervisor.model import (
     EventKind,
     ExitStatus,
     JobSpec,
-    RestartSettings,
     WorkerSpec,
 )
 from numarun.supervisor.printer import LineSplitter, PrefixPrinter, Printer
 from numarun.supervisor.process import (
     Instance,
-    ThreadPlacement,
-    signal_group,
-    spawn,
+    Launcher,
+    Placer,
+    ProcessLauncher,
     spawn_error_status,
 )
 
 WorkerState = Literal["pending", "running", "backoff", "stopping", "exited", "stopped", "failed"]
 DOWN: frozenset[str] = frozenset({"exited", "stopped", "failed"})
 
-# Signals that ask the supervisor to stop the job. A second one stops it at once.
+# Signals that ask the supervisor to stop the job gracefully; repeating one does not make
+# it less graceful (a second ``numarun stop`` must not kill a database mid-flush) ...
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# ... except a second Ctrl-C, a person at the terminal who has seen it is still stopping.
+SECOND_KILLS = signal.SIGINT
+# Kill every worker at once: ``numarun stop --now``, or Ctrl-\ at the terminal.
+KILL_SIGNAL = signal.SIGQUIT
+# The longest single wait in select: epoll takes milliseconds in a C int (about 24 days),
+# so a longer timer is waited for in steps rather than overflowing.
+MAX_WAIT = 3600.0
 
 
 @dataclass
@@ -104,8 +111,8 @@ class JobResult:
         noun = "worker" if len(self.failed) == 1 else "workers"
         return SupervisorError(
             f"{len(self.failed)} {noun} failed: " + "; ".join(parts),
-            "see each worker's last lines above; fix the program, or raise the crash "
-            "limit (crash_limit, crash_window) or set restart in the job spec",
+            "see each worker's last lines above; fix the program, or raise crash_loop = "
+            "{ limit = ..., window = ... } or set restart in the job spec",
         )
 
 
@@ -115,10 +122,13 @@ class Supervisor:
     ``printer`` receives workers' output lines and the supervisor's notes (default: the
     prefixed terminal printer); ``clock`` gives time and waits (inject
     :class:`~numarun.supervisor.clock.FakeClock` to test restarts without sleeping);
-    ``rng`` draws the backoff jitter; ``state_dir`` is where the state file goes (None: the
-    runtime directory; False: no state file); ``guardian`` starts the process that kills
-    the workers if the supervisor itself is killed; ``output_events`` also yields every
-    output line as an ``output`` event (for scripts that wait for "ready" lines).
+    ``rng`` draws the backoff jitter; ``launcher`` starts, signals and reaps processes
+    (default: the real :class:`~numarun.supervisor.process.ProcessLauncher`; tests inject
+    fake processes, as honcho injects its process constructor); ``state_dir`` is where
+    the state file goes (None: the runtime directory; False: no state file);
+    ``guardian`` starts the process that kills the workers if the supervisor itself is
+    killed; ``output_events`` also yields every output line as an ``output`` event (for
+    scripts that wait for "ready" lines).
 
     One supervisor, one thread: call every method from the thread that called ``start``
     (that thread's placement is what workers inherit while they are started).
@@ -131,6 +141,7 @@ class Supervisor:
         printer: Printer | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        launcher: Launcher | None = None,
         state_dir: str | Literal[False] | None = None,
         guardian: bool = True,
         tail_lines: int = 20,
@@ -140,6 +151,7 @@ class Supervisor:
         self.printer: Printer = printer if printer is not None else PrefixPrinter(job.workers)
         self.clock: Clock = clock if clock is not None else RealClock()
         self.rng = rng if rng is not None else random.Random()
+        self.launcher: Launcher = launcher if launcher is not None else ProcessLauncher()
         self.workers = [Worker(w, tail=deque(maxlen=tail_lines)) for w in job.workers]
         self.state_path: str | None = (
             None if state_dir is False else statefile.state_path(job.name, state_dir or None)
@@ -150,13 +162,14 @@ class Supervisor:
         self._sel = selectors.DefaultSelector()
         self._streams: dict[int, _Stream] = {}
         self._queue: deque[Event] = deque()
-        self._placement: ThreadPlacement | None = None
+        self._placement: Placer | None = None
         self._started = False
         self._finished = False
         self._stopping = False
         self._forced = False
         self._reason = ""
         self._dirty = False
+        self._state_failed = False
         self._signal_fd: int | None = None
         self._started_wall = 0.0
 
@@ -173,15 +186,21 @@ class Supervisor:
         self._started = True
         self._started_wall = self.clock.wall()
         if self.state_path is not None:
-            existing = statefile.read_state(self.state_path)
+            # Before anything starts: a state directory that cannot be trusted, or a
+            # running job of the same name, refuses the job with nothing to undo.
+            statefile.prepare_dir(os.path.dirname(self.state_path))
+            try:
+                existing = statefile.read_state(self.state_path)
+            except statefile.StateFileError:
+                existing = None  # not a state file of a live job: ours to replace
             if existing is not None and statefile.supervisor_alive(existing):
                 raise SupervisorError(
                     f"a job named {self.job.name} is already running (supervisor pid "
-                    f"{existing['supervisor']['pid']})",
+                    f"{existing.supervisor.pid})",
                     f"stop it with numarun stop {self.job.name}, or give this job another name",
                 )
         _raise_fd_limit(3 * len(self.workers) + 64)
-        self._placement = ThreadPlacement()
+        self._placement = self.launcher.placer()
         if self._want_guardian:
             self._guardian = Guardian([self.state_path] if self.state_path else [])
         try:
@@ -248,10 +267,10 @@ class Supervisor:
                 self._emit("done", w, message="stopped before its restart")
             elif w.state == "running" or (w.state == "stopping" and force):
                 assert w.instance is not None
-                signum = signal.SIGKILL if force else w.spec.stop_signal
-                signal_group(w.instance.pid, signum)
+                signum = signal.SIGKILL if force else w.spec.supervision.signum
+                self.launcher.signal_group(w.instance.pid, signum)
                 w.state = "stopping"
-                w.stop_deadline = None if force else now + w.spec.stop_timeout
+                w.stop_deadline = None if force else now + w.spec.supervision.stop_timeout
                 self._emit("stopping", w, pid=w.instance.pid, message=f"sent {_signame(signum)}")
         self._dirty = True
 
@@ -269,11 +288,11 @@ class Supervisor:
             return
         for w in self.workers:
             if w.instance is not None:
-                signal_group(w.instance.pid, signal.SIGKILL)
+                self.launcher.signal_group(w.instance.pid, signal.SIGKILL)
         for w in self.workers:
             if w.instance is not None:
                 try:
-                    os.waitpid(w.instance.pid, 0)
+                    self.launcher.reap(w.instance.pid, block=True)
                 except ChildProcessError:
                     pass
                 self._release(w)
@@ -291,7 +310,8 @@ class Supervisor:
 
     @contextmanager
     def handle_signals(self) -> Iterator[None]:
-        """Within the block, SIGINT/SIGTERM/SIGHUP stop the job (a second one: at once).
+        """Within the block, SIGINT/SIGTERM/SIGHUP stop the job, SIGQUIT kills it (see
+        :meth:`on_signal`).
 
         Main thread only (Python's rule for signal handlers). The handlers do nothing in
         Python; ``set_wakeup_fd`` writes each signal's number to a pipe the loop selects
@@ -300,7 +320,8 @@ class Supervisor:
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         os.set_blocking(write_end, False)
-        old_handlers = {s: signal.signal(s, _ignore_in_python) for s in STOP_SIGNALS}
+        handled = (*STOP_SIGNALS, KILL_SIGNAL)
+        old_handlers = {s: signal.signal(s, _ignore_in_python) for s in handled}
         old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self._signal_fd = read_end
         self._sel.register(read_end, selectors.EVENT_READ, ("signal",))
@@ -318,38 +339,36 @@ class Supervisor:
             os.close(read_end)
             os.close(write_end)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> statefile.JobState:
         """What the state file holds (and ``numarun status`` shows)."""
-        return {
-            "format": statefile.FORMAT,
-            "version": statefile.VERSION,
-            "job": self.job.name,
-            "source": self.job.source,
-            "state": "stopping" if self._stopping else "running",
-            "supervisor": {
-                "pid": os.getpid(),
-                "start_ticks": statefile.start_ticks(os.getpid()),
-                "started": self._started_wall,
-                "guardian": self._guardian.proc.pid if self._guardian else None,
-            },
-            "workers": [
-                {
-                    "name": w.spec.name,
-                    "index": w.spec.index,
-                    "node": w.spec.node,
-                    "cpus": format_list(w.spec.cpus) if w.spec.cpus is not None else None,
-                    "memory": str(w.spec.memory) if w.spec.memory is not None else None,
-                    "argv": list(w.spec.argv),
-                    "state": w.state,
-                    "pid": w.pid,
-                    "started": w.instance.started_wall if w.instance else None,
-                    "starts": w.starts,
-                    "last_status": str(w.last_status) if w.last_status else None,
-                    "failure": w.failure or None,
-                }
+        return statefile.JobState(
+            job=self.job.name,
+            source=self.job.source,
+            state="stopping" if self._stopping else "running",
+            supervisor=statefile.SupervisorState(
+                pid=os.getpid(),
+                start_ticks=statefile.start_ticks(os.getpid()),
+                started=self._started_wall,
+                guardian=self._guardian.proc.pid if self._guardian else None,
+            ),
+            workers=tuple(
+                statefile.WorkerState(
+                    name=w.spec.name,
+                    index=w.spec.index,
+                    node=w.spec.node,
+                    cpus=format_list(w.spec.cpus) if w.spec.cpus is not None else None,
+                    memory=str(w.spec.memory) if w.spec.memory is not None else None,
+                    argv=w.spec.argv,
+                    state=w.state,
+                    pid=w.pid,
+                    started=w.instance.started_wall if w.instance else None,
+                    starts=w.starts,
+                    last_status=str(w.last_status) if w.last_status else None,
+                    failure=w.failure or None,
+                )
                 for w in self.workers
-            ],
-        }
+            ),
+        )
 
     # -- starting -----------------------------------------------------------------------
 
@@ -358,7 +377,7 @@ class Supervisor:
         now, wall = self.clock.now(), self.clock.wall()
         w.next_start = None
         try:
-            inst = spawn(w.spec, self._placement, now, wall)
+            inst = self.launcher.spawn(w.spec, self._placement, now, wall)
         except NumarunError as err:
             if initial:
                 raise
@@ -422,11 +441,11 @@ class Supervisor:
         if inst is None:
             return
         try:
-            pid, raw = os.waitpid(inst.pid, os.WNOHANG)
+            raw = self.launcher.reap(inst.pid)
         except ChildProcessError:
             # Reaped by someone else (a library caller's waitpid(-1)): status unknown.
-            pid, raw = inst.pid, 255 << 8
-        if pid == 0:
+            raw = 255 << 8
+        if raw is None:
             return
         self._release(w)
         status = ExitStatus.from_wait(raw)
@@ -443,7 +462,7 @@ class Supervisor:
         os.close(inst.pidfd)
         # A worker's process group does not outlive it: helpers it left behind would keep
         # its port or files busy for the next instance, and the guardian can forget it.
-        signal_group(inst.pid, signal.SIGKILL)
+        self.launcher.signal_group(inst.pid, signal.SIGKILL)
         if self._guardian is not None:
             self._guardian.forget(inst.pid)
         for fd in (inst.stdout, inst.stderr):
@@ -461,25 +480,26 @@ class Supervisor:
             w.stop_deadline = None
             self._emit("done", w, status=status, message="stopped")
             return
-        rs: RestartSettings = w.spec.restart
+        rs = w.spec.supervision
+        loop = rs.crash_loop
         failure = not status.success
-        if ran >= rs.crash_window:
+        if ran >= loop.window:
             w.consecutive = 0
         want = rs.restart == "always" or (rs.restart == "on-failure" and failure)
         if want:
-            if rs.crash_limit:
+            if loop.limit:
                 w.exits.append(now)
-                while w.exits and w.exits[0] < now - rs.crash_window:
+                while w.exits and w.exits[0] < now - loop.window:
                     w.exits.popleft()
-            if rs.crash_limit and len(w.exits) >= rs.crash_limit:
+            if loop.limit and len(w.exits) >= loop.limit:
                 self._fail(
                     w,
                     f"{status}, crash loop: {len(w.exits)} exits within "
-                    f"{_seconds(rs.crash_window)} (crash_limit {rs.crash_limit})",
+                    f"{_seconds(loop.window)} (crash_loop.limit {loop.limit})",
                 )
                 return
             w.consecutive += 1
-            delay = backoff_delay(rs, w.consecutive, self.rng)
+            delay = rs.backoff.delay(w.consecutive, self.rng.random())
             w.state = "backoff"
             w.next_start = now + delay
             self._emit("restarting", w, status=status, delay=delay)
@@ -496,7 +516,7 @@ class Supervisor:
         self._emit("failed", w, status=w.last_status, message=why)
         for text in w.tail:
             self.printer.note(w.spec, f"last output: {text}")
-        if w.spec.on_failure == "stop-job":
+        if w.spec.supervision.on_failure == "stop-job":
             self.stop(f"{w.spec.label} failed")
 
     # -- timers -------------------------------------------------------------------------
@@ -506,7 +526,7 @@ class Supervisor:
         deadlines += [w.stop_deadline for w in self.workers if w.stop_deadline is not None]
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - self.clock.now())
+        return min(MAX_WAIT, max(0.0, min(deadlines) - self.clock.now()))
 
     def _run_timers(self) -> None:
         now = self.clock.now()
@@ -522,13 +542,13 @@ class Supervisor:
                     and w.instance is not None
                 ):
                     w.stop_deadline = None
-                    signal_group(w.instance.pid, signal.SIGKILL)
+                    self.launcher.signal_group(w.instance.pid, signal.SIGKILL)
                     self._emit(
                         "killed",
                         w,
                         pid=w.instance.pid,
-                        message=f"still running {_seconds(w.spec.stop_timeout)} after "
-                        f"{_signame(w.spec.stop_signal)}: sent SIGKILL",
+                        message=f"still running {_seconds(w.spec.supervision.stop_timeout)} "
+                        f"after {w.spec.supervision.stop_signal}: sent SIGKILL",
                     )
         finally:
             self._placement.restore()
@@ -542,13 +562,34 @@ class Supervisor:
         except BlockingIOError:
             return
         for signum in data:
-            name = _signame(signum)
-            if self._stopping:
-                self.stop(name, force=True)
-                self.printer.note(None, f"{name} again: killing every worker now")
-            else:
-                self.printer.note(None, f"{name}: stopping (again to kill at once)")
-                self.stop(name)
+            self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        """What a signal to the supervisor does (the loop calls it; tests may, too).
+
+        The first stop signal stops the job gracefully. Repeating it keeps waiting (a
+        second ``numarun stop`` is what an operator types when the first one's wait ran
+        out, and must not kill a database mid-flush); only a second Ctrl-C, or
+        :data:`KILL_SIGNAL` (``numarun stop --now``), kills every worker at once.
+        """
+        name = _signame(signum)
+        if signum == KILL_SIGNAL:
+            self.printer.note(None, f"{name}: killing every worker now")
+            self.stop(name, force=True)
+        elif not self._stopping:
+            again = "Ctrl-C again" if signum == SECOND_KILLS else "numarun stop --now"
+            self.printer.note(None, f"{name}: stopping ({again} to kill at once)")
+            self.stop(name)
+        elif signum == SECOND_KILLS:
+            self.printer.note(None, f"{name} again: killing every worker now")
+            self.stop(name, force=True)
+        elif not self._forced:
+            left = [w.spec.label for w in self.workers if w.state == "stopping"]
+            self.printer.note(
+                None,
+                f"{name} again: still stopping, waiting for {_names(left)} to exit "
+                f"(numarun stop --now {self.job.name} or Ctrl-C twice kills at once)",
+            )
 
     # -- the end ------------------------------------------------------------------------
 
@@ -579,7 +620,19 @@ class Supervisor:
 
     def _flush_state(self) -> None:
         if self._dirty and self.state_path is not None and not self._finished:
-            statefile.write_state(self.state_path, self.snapshot())
+            try:
+                statefile.write_state(self.state_path, self.snapshot())
+            except OSError as err:
+                # A full disk must not end the supervision of running workers; say it once.
+                if not self._state_failed:
+                    self.printer.note(
+                        None,
+                        f"cannot write the state file {self.state_path}: {err.strerror}; "
+                        "numarun status and stop will not see this job's changes",
+                    )
+                self._state_failed = True
+            else:
+                self._state_failed = False
         self._dirty = False
 
     def _emit(
@@ -607,16 +660,6 @@ class Supervisor:
             self.printer.note(worker.spec if worker else None, note)
 
 
-def backoff_delay(rs: RestartSettings, n: int, rng: random.Random) -> float:
-    """The wait before the ``n``-th consecutive restart: exponential, capped, jittered."""
-    # The exponent is capped: a worker restarted for days must not overflow the float.
-    exponent = min(max(0, n - 1), 60)
-    base = min(rs.backoff_max, rs.backoff_initial * rs.backoff_factor**exponent)
-    if rs.backoff_jitter:
-        base *= 1.0 + rs.backoff_jitter * (2.0 * rng.random() - 1.0)
-    return max(0.0, min(base, rs.backoff_max))
-
-
 def _note(event: Event) -> str:
     kind = event.kind
     if kind == "spawned":
@@ -639,6 +682,12 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _names(labels: list[str]) -> str:
+    if not labels:
+        return "the last workers"
+    return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
 
 def _seconds(value: float) -> str:

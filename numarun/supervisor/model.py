@@ -15,35 +15,14 @@ from typing import Literal
 
 from numarun.cpulist import format_list
 from numarun.mempolicy import MemoryPolicy
-
-RestartMode = Literal["always", "on-failure", "never"]
-OnFailure = Literal["stop-job", "continue"]
-
-
-@dataclass(frozen=True)
-class RestartSettings:
-    """When and how fast a worker that exited is started again.
-
-    ``crash_limit`` exits within ``crash_window`` seconds mark the worker failed (0: never).
-    The n-th consecutive restart waits ``min(backoff_max, backoff_initial * backoff_factor
-    ** (n - 1))`` seconds, spread by ``± backoff_jitter`` (a fraction) so that workers that
-    crashed together do not restart in lock-step. The count of consecutive restarts starts
-    again once an instance has stayed up for ``crash_window`` seconds.
-    """
-
-    restart: RestartMode = "on-failure"
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    backoff_factor: float = 2.0
-    backoff_jitter: float = 0.1
-    crash_limit: int = 5
-    crash_window: float = 60.0
+from numarun.supervisor.policy import Supervision
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
     """One worker slot: the program, its placement and how it is supervised.
 
+    ``supervision`` is its process group's :class:`~numarun.supervisor.policy.Supervision`.
     ``cpus`` None and ``memory`` None leave the supervisor's own affinity and policy in
     force. ``log`` is a file both output streams are appended to; None sends them, line by
     line and prefixed, to the supervisor's printer. ``env`` None inherits the supervisor's.
@@ -58,12 +37,9 @@ class WorkerSpec:
     fallback: str | None = None
     env: Mapping[str, str] | None = None
     cwd: str | None = None
-    restart: RestartSettings = field(default_factory=RestartSettings)
-    stop_signal: int = signal.SIGTERM
-    stop_timeout: float = 10.0
+    supervision: Supervision = field(default_factory=Supervision)  # restarts, stopping
     stdin: str = "null"  # "null", "inherit" (the supervisor's own) or a file to read
     log: str | None = None
-    on_failure: OnFailure = "stop-job"  # what the job does when this worker fails
 
     @property
     def label(self) -> str:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from typing import Protocol
 
 from numarun.errors import CommandNotExecutableError, CommandNotFoundError, NumarunError
 from numarun.mempolicy import MemoryPolicy
@@ -52,7 +53,11 @@ from numarun.supervisor.model import WorkerSpec
 
 @dataclass
 class Instance:
-    """One running instance of a worker: its process, its pidfd and its output pipes."""
+    """One running instance of a worker: its process, its pidfd and its output pipes.
+
+    ``pidfd`` is what the supervisor selects on to learn of the exit (a pidfd here; a fake
+    launcher's pipe in tests); the supervisor closes it when it has reaped the instance.
+    """
 
     pid: int
     pidfd: int
@@ -60,6 +65,57 @@ class Instance:
     stderr: int | None
     started: float  # supervisor clock
     started_wall: float
+
+
+class Placer(Protocol):
+    """Puts a worker's placement in force around its spawn; ``restore`` ends a batch."""
+
+    def apply(self, worker: WorkerSpec) -> None: ...
+
+    def restore(self) -> None: ...
+
+
+class Launcher(Protocol):
+    """How the supervisor starts, signals and reaps processes: the seam tests replace.
+
+    As honcho's manager takes a process constructor, the supervisor takes a launcher, so
+    that its restart, crash-loop and stop logic can be tested on fake processes and fake
+    time without forking. :class:`ProcessLauncher` is the real one.
+    """
+
+    def placer(self) -> Placer:
+        """A placer for one supervisor's spawns (reads the thread's own placement)."""
+        ...
+
+    def spawn(self, worker: WorkerSpec, placer: Placer, now: float, wall: float) -> Instance:
+        """Start one instance; raise a :class:`NumarunError` when it cannot start."""
+        ...
+
+    def signal_group(self, pgid: int, signum: int) -> bool:
+        """Signal a process group; False when it is gone."""
+        ...
+
+    def reap(self, pid: int, *, block: bool = False) -> int | None:
+        """The wait status of an ended child (once), None while it runs; raises
+        ChildProcessError when it is not (or no longer) a child to reap."""
+        ...
+
+
+class ProcessLauncher:
+    """The real launcher: :func:`spawn`, :func:`signal_group` and ``waitpid``."""
+
+    def placer(self) -> Placer:
+        return ThreadPlacement()
+
+    def spawn(self, worker: WorkerSpec, placer: Placer, now: float, wall: float) -> Instance:
+        return spawn(worker, placer, now, wall)
+
+    def signal_group(self, pgid: int, signum: int) -> bool:
+        return signal_group(pgid, signum)
+
+    def reap(self, pid: int, *, block: bool = False) -> int | None:
+        got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        return None if got == 0 else status
 
 
 class ThreadPlacement:
@@ -118,7 +174,7 @@ def _open_stdin(worker: WorkerSpec) -> int:
         ) from None
 
 
-def spawn(worker: WorkerSpec, placement: ThreadPlacement, now: float, wall: float) -> Instance:
+def spawn(worker: WorkerSpec, placement: Placer, now: float, wall: float) -> Instance:
     """Start one instance of ``worker``; raise a :class:`NumarunError` if it cannot start.
 
     The caller must call ``placement.restore()`` once it has started what it starts in a

@@ -4,8 +4,18 @@ One JSON file per running job, ``<runtime dir>/<job>.json``, rewritten atomicall
 temporary file, then rename) whenever a worker starts or ends, and removed when the job
 ends (by the guardian when the supervisor dies). The runtime directory is
 ``$XDG_RUNTIME_DIR/numarun`` (per user, on tmpfs, emptied at logout), ``/run/numarun`` for
-root, else ``/tmp/numarun-UID``; it is created ``0700`` and each file ``0600``, since the
-file holds command lines and environment-derived paths.
+root, else ``/tmp/numarun-UID``; each file is ``0600``, since it holds command lines and
+environment-derived paths.
+
+Its schema is :class:`JobState`, written by the supervisor (:meth:`JobState.to_dict`) and
+validated by every reader (:meth:`JobState.from_dict`): a file that is not one (corrupt,
+foreign, from another version) is skipped with one warning line, never a crash of
+``status`` or ``stop`` for every other job.
+
+The directory is not trusted blindly: it is never followed when it is a symbolic link,
+never chmod-ed unless numarun has just created it, and refused (before any worker starts,
+and by readers) when it belongs to another user or others may write to it. In
+``/tmp/numarun-UID`` another user could have made it first.
 
 The supervisor is identified by its PID *and* its start time in clock ticks since boot
 (``/proc/PID/stat`` field 22), so that ``numarun stop`` never signals an unrelated
@@ -14,17 +24,162 @@ process that inherited a dead supervisor's PID.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 from typing import Any
 
 from numarun.errors import ProcessError
+from numarun.value import Value
 
 FORMAT = "numarun-job-state"
 VERSION = 1
+MAX_BYTES = 16 << 20  # a worker's entry is ~300 bytes: room for 50,000 workers
+WORKER_STATES = ("pending", "running", "backoff", "stopping", "exited", "stopped", "failed")
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
+
+
+class StateFileError(ValueError):
+    """A file in the state directory that is not a state file numarun can read."""
+
+
+class SupervisorState(Value):
+    """The supervisor that runs the job, and its guardian."""
+
+    pid: int
+    start_ticks: int | None  # /proc/PID/stat field 22 when it was written
+    started: float  # seconds since the epoch
+    guardian: int | None = None
+
+
+class WorkerState(Value):
+    """One worker slot as ``numarun status`` shows it."""
+
+    name: str
+    index: int
+    node: int | None
+    cpus: str | None  # a CPU list; None: the supervisor's own
+    memory: str | None  # a policy as ``bind:0``; None: default
+    argv: tuple[str, ...]
+    state: str  # one of WORKER_STATES
+    pid: int | None
+    started: float | None
+    starts: int
+    last_status: str | None
+    failure: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}.{self.index}"
+
+
+class JobState(Value):
+    """The whole state file."""
+
+    job: str
+    source: str | None  # the spec file
+    state: str  # "running" or "stopping"
+    supervisor: SupervisorState
+    workers: tuple[WorkerState, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        sup = self.supervisor
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "job": self.job,
+            "source": self.source,
+            "state": self.state,
+            "supervisor": {f: getattr(sup, f) for f in SupervisorState._fields},
+            "workers": [
+                {f: _jsonable(getattr(w, f)) for f in WorkerState._fields} for w in self.workers
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> JobState:
+        """Validate a parsed state file; :class:`StateFileError` says what is wrong."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise StateFileError("not a numarun state file")
+        if data.get("version") != VERSION:
+            raise StateFileError(f"state file version {data.get('version')!r}, not {VERSION}")
+        job = _field(data, "job", str)
+        if _JOB_NAME.fullmatch(job) is None:
+            raise StateFileError(f"job name {job!r} is not one numarun writes")
+        state = _field(data, "state", str)
+        if state not in ("running", "stopping"):
+            raise StateFileError(f"job state {state!r}")
+        sup = _field(data, "supervisor", dict)
+        workers = _field(data, "workers", list)
+        return cls(
+            job=job,
+            source=_field(data, "source", str, optional=True),
+            state=state,
+            supervisor=SupervisorState(
+                pid=_pid(sup, "pid"),
+                start_ticks=_field(sup, "start_ticks", int, optional=True),
+                started=float(_field(sup, "started", (int, float))),
+                guardian=_optional_pid(sup, "guardian"),
+            ),
+            workers=tuple(_worker(w) for w in workers),
+        )
+
+
+def _worker(data: object) -> WorkerState:
+    if not isinstance(data, dict):
+        raise StateFileError("a worker is not a JSON object")
+    argv = _field(data, "argv", list)
+    if not all(isinstance(a, str) for a in argv):
+        raise StateFileError("a worker's argv is not a list of strings")
+    state = _field(data, "state", str)
+    if state not in WORKER_STATES:
+        raise StateFileError(f"worker state {state!r}")
+    started = _field(data, "started", (int, float), optional=True)
+    return WorkerState(
+        name=_field(data, "name", str),
+        index=_field(data, "index", int),
+        node=_field(data, "node", int, optional=True),
+        cpus=_field(data, "cpus", str, optional=True),
+        memory=_field(data, "memory", str, optional=True),
+        argv=tuple(argv),
+        state=state,
+        pid=_optional_pid(data, "pid"),
+        started=float(started) if started is not None else None,
+        starts=_field(data, "starts", int),
+        last_status=_field(data, "last_status", str, optional=True),
+        failure=_field(data, "failure", str, optional=True),
+    )
+
+
+def _field(data: dict[str, Any], key: str, kind: Any, *, optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    # JSON's true is Python's True, an int: no count or PID is a boolean.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise StateFileError(f"{key} is {json.dumps(value)[:40]}")
+    return value
+
+
+def _pid(data: dict[str, Any], key: str) -> int:
+    pid: int = _field(data, key, int)
+    if not 0 < pid < 1 << 22:  # PID_MAX_LIMIT
+        raise StateFileError(f"{key} {pid} is not a process ID")
+    return pid
+
+
+def _optional_pid(data: dict[str, Any], key: str) -> int | None:
+    return None if data.get(key) is None else _pid(data, key)
+
+
+def _jsonable(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# -- where it is --------------------------------------------------------------------------
 
 
 def runtime_dir() -> str:
@@ -40,7 +195,7 @@ def check_job_name(name: str) -> str:
     if not _JOB_NAME.match(name) or name.startswith("."):
         raise ProcessError(
             f"job name {name!r} cannot name a state file",
-            "use letters, digits and . _ - @ + only (set name = ... in the job spec)",
+            "use letters, digits and . _ - @ + only (numarun run --name NAME)",
         )
     return name
 
@@ -49,26 +204,76 @@ def state_path(job: str, directory: str | None = None) -> str:
     return os.path.join(directory or runtime_dir(), f"{check_job_name(job)}.json")
 
 
-def _ensure_dir(directory: str) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    st = os.stat(directory)
-    if st.st_uid != os.geteuid():
-        raise ProcessError(
-            f"state directory {directory} belongs to another user",
-            "set XDG_RUNTIME_DIR to a directory of your own",
+def directory_problem(directory: str) -> tuple[str, str] | None:
+    """Why ``directory`` cannot hold state files (problem, fix); None when it can or is
+    absent. Looks at the directory itself, never through a symbolic link."""
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot look at state directory {directory}: {err.strerror}", _OWN_DIR
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(directory)
+        return (
+            f"state directory {directory} is a symbolic link (to {target}), which numarun "
+            "does not follow",
+            f"remove the link (numarun creates {directory} itself), or {_OWN_DIR}",
         )
-    if st.st_mode & 0o077:
-        os.chmod(directory, 0o700)
+    if not stat.S_ISDIR(st.st_mode):
+        return f"state directory {directory} is not a directory", f"remove it, or {_OWN_DIR}"
+    if st.st_uid != os.geteuid():
+        return (
+            f"state directory {directory} belongs to uid {st.st_uid}, not to uid "
+            f"{os.geteuid()} that runs numarun",
+            f"have its owner remove it, or {_OWN_DIR}",
+        )
+    if st.st_mode & 0o022:
+        return (
+            f"state directory {directory} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):04o})",
+            f"chmod 700 {directory}",
+        )
+    return None
 
 
-def write_state(path: str, data: dict[str, Any]) -> None:
-    """Replace the state file atomically, owner-only."""
-    directory = os.path.dirname(path)
-    _ensure_dir(directory)
+_OWN_DIR = "set XDG_RUNTIME_DIR to a directory of your own"
+
+
+def prepare_dir(directory: str) -> None:
+    """Create the state directory ``0700`` or check the one there; before any spawn."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise ProcessError(
+            f"cannot create state directory {directory}: its parent does not exist",
+            _OWN_DIR,
+        ) from None
+    except OSError as err:
+        raise ProcessError(
+            f"cannot create state directory {directory}: {err.strerror}", _OWN_DIR
+        ) from None
+    else:
+        # Ours, just made: the umask may have changed its mode; 0700 is the one it needs.
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    problem = directory_problem(directory)
+    if problem is not None:
+        raise ProcessError(*problem)
+
+
+def write_state(path: str, state: JobState) -> None:
+    """Replace the state file atomically, owner-only. The directory is prepared already."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(tmp, flags, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=False)
+        json.dump(state.to_dict(), f, indent=1, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -81,25 +286,44 @@ def remove_state(path: str) -> None:
             pass
 
 
-def read_state(path: str) -> dict[str, Any] | None:
-    """A state file's content, or None if it is gone, unreadable or not numarun's."""
+def read_state(path: str) -> JobState | None:
+    """A state file's content; None if there is none; :class:`StateFileError` if it is not
+    one numarun can read (too big, not JSON, not numarun's, or of another schema)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        return None
-    return data
+    except OSError as err:
+        raise StateFileError(err.strerror or str(err)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateFileError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_BYTES:
+        raise StateFileError(f"larger than {MAX_BYTES // 1024} KiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise StateFileError(f"not JSON ({type(err).__name__})") from None
+    return JobState.from_dict(data)
 
 
 def start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks after boot), or None."""
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks after boot), or None
+    when there is no such process. The one reader of that file in the supervisor."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ESRCH):
+            return None  # gone, or never there (hidepid= hides others' as ENOENT too)
+        raise ProcessError(
+            f"cannot read /proc/{pid}/stat: {err.strerror}",
+            "numarun needs /proc mounted and readable to identify its supervisors",
+        ) from None
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = text[text.rfind(")") + 2 :].split()
     try:
@@ -108,35 +332,49 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
-def supervisor_alive(data: dict[str, Any]) -> bool:
-    """Whether the supervisor that wrote ``data`` is still the process with its PID."""
-    sup = data.get("supervisor") or {}
-    pid, ticks = sup.get("pid"), sup.get("start_ticks")
-    if not isinstance(pid, int):
-        return False
-    return start_ticks(pid) == ticks
+def supervisor_alive(state: JobState) -> bool:
+    """Whether the supervisor that wrote ``state`` is still the process with its PID."""
+    sup = state.supervisor
+    return sup.start_ticks is not None and start_ticks(sup.pid) == sup.start_ticks
 
 
-def list_jobs(directory: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """Every live job's (path, state), by job name; stale files of dead supervisors removed."""
+class Listing(Value):
+    """The live jobs of a state directory, by job name, and what was skipped, as warnings."""
+
+    jobs: tuple[tuple[str, JobState], ...]  # (path, state)
+    warnings: tuple[str, ...] = ()
+
+
+def list_jobs(directory: str | None = None) -> Listing:
+    """Every live job's (path, state); stale files of dead supervisors removed."""
     directory = directory or runtime_dir()
+    problem = directory_problem(directory)
+    if problem is not None:
+        return Listing(jobs=(), warnings=(f"{problem[0]}: ignoring it — {problem[1]}",))
     try:
         names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    jobs = []
+    except FileNotFoundError:
+        return Listing(jobs=())
+    except OSError as err:
+        return Listing(jobs=(), warnings=(f"cannot list {directory}: {err.strerror}",))
+    jobs: list[tuple[str, JobState]] = []
+    warnings: list[str] = []
     for name in names:
         if not name.endswith(".json"):
             continue
         path = os.path.join(directory, name)
-        data = read_state(path)
-        if data is None:
+        try:
+            state = read_state(path)
+        except StateFileError as err:
+            warnings.append(f"skipping {path}: {err}")
             continue
-        if not supervisor_alive(data):
+        if state is None:
+            continue
+        if not supervisor_alive(state):
             try:  # the supervisor died and its guardian too: nobody else will clean up
                 os.unlink(path)
             except OSError:
                 pass
             continue
-        jobs.append((path, data))
-    return jobs
+        jobs.append((path, state))
+    return Listing(jobs=tuple(jobs), warnings=tuple(warnings))
