@@ -23,7 +23,8 @@ Truths chosen where tools disagree (each tested against ``../shared/topologies``
 
 The classes are :class:`numarun.value.Value` records rather than dataclasses on purpose:
 importing :mod:`dataclasses` costs ~15 ms here, a large share of ``numarun topology``'s
-run time.
+run time. They are also the JSON schema: :meth:`Topology.to_dict` and :func:`from_dict`
+(the snapshot reader and its validation) are derived from their annotations.
 """
 
 from __future__ import annotations
@@ -32,31 +33,41 @@ import os
 
 from numarun import sysfs
 from numarun.errors import TopologyError
-from numarun.value import Value
+from numarun.value import DecodeError, Layout, Value, decode, encode, layout, same_as
 
 # typing and collections.abc are needed only by the type checker; importing them costs
 # several ms on every run of `numarun topology`, so they stay out of the runtime path.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from typing import Any
+    from typing import Any, ClassVar
 
 SNAPSHOT_FORMAT = "numarun-topology"
 SNAPSHOT_VERSION = 1
+
+# The record classes below are the one definition of the model, of its JSON (``--json``
+# and snapshots: :func:`numarun.value.encode`) and of a snapshot's validation
+# (:func:`numarun.value.decode`). Defaults are what a snapshot may leave out; a field
+# added later is one annotated line (with a default, so older snapshots still load).
+# Keys computed from the whole topology are in each class's ``_json`` layout.
 
 
 class Cpu(Value):
     """One logical CPU (a hardware thread, hwloc's PU)."""
 
     id: int
-    online: bool
-    node: int | None  # None: no node lists it (seen with offline nodes)
-    package: int | None  # physical_package_id; None where the kernel gives no topology
-    die: int | None
-    cluster: int | None
-    core_id: int | None  # sysfs core_id: NOT unique across packages
-    core: int | None  # index into Topology.cores; None for offline CPUs
-    siblings: frozenset[int]  # SMT siblings, itself included
+    online: bool = True
+    node: int | None = None  # None: no node lists it (seen with offline nodes)
+    package: int | None = None  # physical_package_id; None where the kernel gives no topology
+    die: int | None = None
+    cluster: int | None = None
+    core_id: int | None = None  # sysfs core_id: NOT unique across packages
+    core: int | None = None  # index into Topology.cores; None for offline CPUs
+    siblings: frozenset[int] = frozenset()  # SMT siblings, itself included
+
+    _json: ClassVar[Layout] = layout(
+        "id online allowed", allowed=lambda cpu, topo: cpu.id in topo.allowed.cpus
+    )
 
 
 class Core(Value):
@@ -64,8 +75,8 @@ class Core(Value):
 
     index: int
     cpus: frozenset[int]
-    package: int | None
-    node: int | None
+    package: int | None = None
+    node: int | None = None
 
 
 class Node(Value):
@@ -73,9 +84,17 @@ class Node(Value):
 
     id: int
     cpus: frozenset[int]  # every CPU the node lists, online or not
-    memory_total_kb: int
-    memory_free_kb: int
-    distances: dict[int, int]  # node id -> distance (10 = local)
+    memory_total_kb: int = 0
+    memory_free_kb: int = 0
+    distances: dict[int, int] = {}  # noqa: RUF012 - node id -> distance (10 = local)
+
+    _json: ClassVar[Layout] = layout(
+        "id cpus has_cpus has_memory memory_total_kb memory_free_kb allowed_cpus allowed_memory",
+        has_cpus=lambda node, topo: topo.has_cpus(node.id),
+        has_memory=lambda node, _topo: node.has_memory,
+        allowed_cpus=lambda node, topo: topo.usable_cpus(node.id),
+        allowed_memory=lambda node, topo: node.id in topo.allowed.mems,
+    )
 
     @property
     def has_memory(self) -> bool:
@@ -83,31 +102,48 @@ class Node(Value):
 
 
 class Allowed(Value):
-    """What this process may use, and where that limit came from."""
+    """What this process may use, and where each limit came from.
+
+    ``cpus``/``mems`` are what it may use now: its inherited affinity (``taskset``, a
+    launcher) within its cgroup cpuset. ``cpuset_cpus``/``cpuset_mems`` are what the
+    cpuset alone allows (the whole machine when none applies): the limit up to which
+    explicit CPU and node options may widen the affinity.
+    """
 
     cpus: frozenset[int]
     mems: frozenset[int]
-    source: str  # e.g. "cgroup v2 /sys/fs/cgroup/job1" or "/proc/self/status"
+    source: str = "snapshot"  # e.g. "/proc/self/status and cgroup v2 /sys/fs/cgroup/job1"
+    cpuset_cpus: frozenset[int] = same_as("cpus")
+    cpuset_mems: frozenset[int] = same_as("mems")
+    cpuset_source: str = same_as("source")  # "cgroup v2 /sys/fs/cgroup/job1", "whole machine"
 
 
 class Identity(Value):
     """Who the machine is, and kernel settings that matter for placement."""
 
-    sys_vendor: str | None  # DMI, e.g. "Amazon EC2"
-    product_name: str | None  # DMI, e.g. "r5.24xlarge"
-    numa_balancing: bool | None  # /proc/sys/kernel/numa_balancing
-    kernel: str | None  # release, e.g. "6.1.0-18-amd64"
+    sys_vendor: str | None = None  # DMI, e.g. "Amazon EC2"
+    product_name: str | None = None  # DMI, e.g. "r5.24xlarge"
+    numa_balancing: bool | None = None  # /proc/sys/kernel/numa_balancing
+    kernel: str | None = None  # release, e.g. "6.1.0-18-amd64"
 
 
 class Topology(Value):
     """The whole machine, with what this process is allowed to use marked."""
 
+    source: str = "snapshot"  # the sysfs root or snapshot it was read from
+    identity: Identity = Identity()
+    allowed: Allowed
     nodes: dict[int, Node]  # by id, ascending; ids may be sparse (0, 8, 250-255)
     cpus: dict[int, Cpu]  # by id, ascending
     cores: tuple[Core, ...]  # physical cores of online CPUs, by lowest CPU
-    allowed: Allowed
-    identity: Identity
-    source: str  # the sysfs root or snapshot it was read from
+    notes: tuple[str, ...] = ()  # files read as hwloc reads them (empty, unreadable)
+
+    _json: ClassVar[Layout] = layout(
+        "format version",
+        format=lambda _topo, _root: SNAPSHOT_FORMAT,
+        version=lambda _topo, _root: SNAPSHOT_VERSION,
+        omit_default="notes",
+    )
 
     def online_cpus(self) -> frozenset[int]:
         return frozenset(c.id for c in self.cpus.values() if c.online)
@@ -165,50 +201,7 @@ class Topology(Value):
 
     def to_dict(self) -> dict[str, Any]:
         """The whole model as JSON-ready data (the ``--json`` and snapshot format)."""
-        return {
-            "format": SNAPSHOT_FORMAT,
-            "version": SNAPSHOT_VERSION,
-            "source": self.source,
-            "identity": {n: getattr(self.identity, n) for n in Identity._fields},
-            "allowed": {
-                "cpus": sorted(self.allowed.cpus),
-                "mems": sorted(self.allowed.mems),
-                "source": self.allowed.source,
-            },
-            "nodes": [
-                {
-                    "id": n.id,
-                    "cpus": sorted(n.cpus),
-                    "has_cpus": self.has_cpus(n.id),
-                    "has_memory": n.has_memory,
-                    "memory_total_kb": n.memory_total_kb,
-                    "memory_free_kb": n.memory_free_kb,
-                    "allowed_cpus": sorted(self.usable_cpus(n.id)),
-                    "allowed_memory": n.id in self.allowed.mems,
-                    "distances": {str(k): v for k, v in n.distances.items()},
-                }
-                for n in self.nodes.values()
-            ],
-            "cpus": [
-                {
-                    "id": c.id,
-                    "online": c.online,
-                    "allowed": c.id in self.allowed.cpus,
-                    "node": c.node,
-                    "package": c.package,
-                    "die": c.die,
-                    "cluster": c.cluster,
-                    "core_id": c.core_id,
-                    "core": c.core,
-                    "siblings": sorted(c.siblings),
-                }
-                for c in self.cpus.values()
-            ],
-            "cores": [
-                {"index": k.index, "cpus": sorted(k.cpus), "package": k.package, "node": k.node}
-                for k in self.cores
-            ],
-        }
+        return encode(self)
 
 
 # --- building the model -----------------------------------------------------------------
@@ -370,14 +363,22 @@ def _read_allowed(
     except ValueError as err:
         raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
     found = _cgroup_cpuset(fs, pid)
+    cpuset_cpus, cpuset_mems, cpuset_source = all_cpus, all_nodes, "whole machine"
     if found is not None:
-        cg_cpus, cg_mems, where = found
+        cg_cpus, cg_mems, cpuset_source = found
         if cg_cpus is not None:
-            cpus = cpus & cg_cpus
+            cpus, cpuset_cpus = cpus & cg_cpus, all_cpus & cg_cpus
         if cg_mems is not None:
-            mems = mems & cg_mems
-        sources.append(where)
-    return Allowed(cpus=cpus, mems=mems, source=" and ".join(sources) or "whole machine")
+            mems, cpuset_mems = mems & cg_mems, all_nodes & cg_mems
+        sources.append(cpuset_source)
+    return Allowed(
+        cpus=cpus,
+        mems=mems,
+        source=" and ".join(sources) or "whole machine",
+        cpuset_cpus=cpuset_cpus,
+        cpuset_mems=cpuset_mems,
+        cpuset_source=cpuset_source,
+    )
 
 
 def read_cgroup_cpuset(
@@ -482,46 +483,23 @@ def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
 
 def from_dict(data: object, *, where: str = "snapshot") -> Topology:
     """Rebuild a topology from :meth:`Topology.to_dict` output, validating it first."""
-    from numarun.snapshot import validate_snapshot
-
-    snap = validate_snapshot(data, where)
-    nodes = {
-        n.id: Node(
-            id=n.id,
-            cpus=frozenset(n.cpus),
-            memory_total_kb=n.memory_total_kb,
-            memory_free_kb=n.memory_free_kb,
-            distances=dict(n.distances),
+    fix = "save one with 'numarun topology --save FILE'"
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise TopologyError(
+            f"{where} is not a numarun topology snapshot (format is {found!r}, "
+            f"expected {SNAPSHOT_FORMAT!r})",
+            fix,
         )
-        for n in sorted(snap.nodes, key=lambda n: n.id)
-    }
-    cpus = {
-        c.id: Cpu(
-            id=c.id,
-            online=c.online,
-            node=c.node,
-            package=c.package,
-            die=c.die,
-            cluster=c.cluster,
-            core_id=c.core_id,
-            core=c.core,
-            siblings=frozenset(c.siblings),
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > SNAPSHOT_VERSION:
+        raise TopologyError(
+            f"snapshot {where}: version {version!r} is not one this numarun reads "
+            f"(1 to {SNAPSHOT_VERSION})",
+            "save it again with this numarun, or update numarun",
         )
-        for c in sorted(snap.cpus, key=lambda c: c.id)
-    }
-    cores = tuple(
-        Core(index=k.index, cpus=frozenset(k.cpus), package=k.package, node=k.node)
-        for k in sorted(snap.cores, key=lambda k: k.index)
-    )
-    return Topology(
-        nodes=nodes,
-        cpus=cpus,
-        cores=cores,
-        allowed=Allowed(
-            cpus=frozenset(snap.allowed.cpus),
-            mems=frozenset(snap.allowed.mems),
-            source=snap.allowed.source,
-        ),
-        identity=Identity(**snap.identity.model_dump()),
-        source=snap.source,
-    )
+    try:
+        topology: Topology = decode(Topology, data)
+    except DecodeError as err:
+        raise TopologyError(f"snapshot {where}: {err}", fix) from None
+    return topology
