@@ -83,6 +83,7 @@ def warnings(topology: Topology) -> list[str]:
         out.append(
             f"this process may use only CPUs {cpus} and memory nodes {mems} ({allowed.source})"
         )
+    out.extend(topology.notes)  # files read leniently, as hwloc reads them
     if topology.identity.numa_balancing:
         out.append(
             "automatic NUMA balancing is on: the kernel may move pages and tasks away from "

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any, ClassVar
 
+    CpusetFound = tuple[frozenset[int] | None, frozenset[int] | None, str]
+    _Mounts = list[tuple[str, str, str, list[str]]]
+
 SNAPSHOT_FORMAT = "numarun-topology"
 SNAPSHOT_VERSION = 1
 
@@ -233,12 +236,18 @@ def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self"
         kernel=sysfs.kernel_release(fs),
     )
     return Topology(
-        nodes=nodes, cpus=cpus, cores=cores, allowed=allowed, identity=identity, source=fs.path
+        nodes=nodes,
+        cpus=cpus,
+        cores=cores,
+        allowed=allowed,
+        identity=identity,
+        source=fs.path,
+        notes=fs.notes(),
     )
 
 
 def _online_cpus(fs: sysfs.Root, cpu_ids: list[int]) -> frozenset[int]:
-    listed = sysfs.cpus_online(fs)
+    listed = sysfs.cpus_online(fs, cpu_ids)
     if listed is not None:
         return listed
     # Old kernels: no cpu/online; each hot-pluggable CPU has its own online flag, and a
@@ -264,13 +273,12 @@ def _read_nodes(fs: sysfs.Root, cpu_ids: list[int]) -> dict[int, Node]:
                 distances={0: 10},
             )
         }
-    known = frozenset(cpu_ids)
     # nodeN/distance lists distances to the *online* nodes, in id order.
     ids_set = frozenset(ids)
     candidates = [
-        sorted(sysfs.nodes_online(fs) or ids),
+        sorted(sysfs.nodes_online(fs, ids) or ids),
         ids,
-        sorted(fs.read_list(f"{sysfs.NODE_DIR}/possible") or ()),
+        sorted(sysfs.nodes_possible(fs) or ()),
     ]
     nodes: dict[int, Node] = {}
     for node in ids:
@@ -284,7 +292,7 @@ def _read_nodes(fs: sysfs.Root, cpu_ids: list[int]) -> dict[int, Node]:
             id=node,
             # Some firmware lists CPUs that do not exist (POWER9: node 0 = 0-87 with 16
             # present); only CPUs the kernel has a folder for are real.
-            cpus=(sysfs.node_cpus(fs, node) or frozenset()) & known,
+            cpus=sysfs.node_cpus(fs, node, cpu_ids) or frozenset(),
             memory_total_kb=mem.get("MemTotal", 0),
             memory_free_kb=mem.get("MemFree", 0),
             distances=distances,
@@ -298,7 +306,7 @@ def _read_cpus(
     raw: dict[int, dict[str, Any]] = {}
     for cpu in cpu_ids:
         is_online = cpu in online
-        siblings = sysfs.cpu_siblings(fs, cpu) if is_online else None
+        siblings = sysfs.cpu_siblings(fs, cpu, cpu_ids) if is_online else None
         raw[cpu] = {
             "online": is_online,
             "package": sysfs.cpu_topology_int(fs, cpu, "physical_package_id"),
@@ -353,15 +361,14 @@ def _read_allowed(
 ) -> Allowed:
     cpus, mems, sources = all_cpus, all_nodes, []
     status = sysfs.proc_status(fs, pid)
-    try:
-        from numarun import cpulist
-
-        if "Cpus_allowed_list" in status:
-            cpus = cpus & cpulist.parse_list(status["Cpus_allowed_list"])
-            mems = mems & cpulist.parse_list(status.get("Mems_allowed_list", ""))
-            sources.append(f"/proc/{pid}/status")
-    except ValueError as err:
-        raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
+    if "Cpus_allowed_list" in status:
+        try:
+            # Only CPUs and nodes that exist are kept, so a huge list costs nothing.
+            cpus = sysfs.within_list(status["Cpus_allowed_list"], sorted(all_cpus))[0]
+            mems = sysfs.within_list(status.get("Mems_allowed_list", ""), sorted(all_nodes))[0]
+        except ValueError as err:
+            raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
+        sources.append(f"/proc/{pid}/status")
     found = _cgroup_cpuset(fs, pid)
     cpuset_cpus, cpuset_mems, cpuset_source = all_cpus, all_nodes, "whole machine"
     if found is not None:
@@ -393,43 +400,47 @@ def read_cgroup_cpuset(
     return _cgroup_cpuset(sysfs.Root(root), pid)
 
 
-def _cgroup_cpuset(
-    fs: sysfs.Root, pid: int | str
-) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
-    """The cpuset cgroup's effective CPUs and nodes, from cgroup v2 or the v1 cpuset."""
+def _cgroup_cpuset(fs: sysfs.Root, pid: int | str) -> CpusetFound | None:
+    """The cpuset cgroup's CPUs and nodes, from cgroup v2 or the v1 cpuset, wherever mounted."""
     mounts = sysfs.proc_mounts(fs)
     for hierarchy, controllers, path in sysfs.proc_cgroups(fs, pid):
-        if hierarchy == "0" and not controllers:  # the unified (v2) hierarchy
-            for _dev, point, fstype, _opts in mounts:
-                if fstype == "cgroup2":
-                    base = _under(point, path)
-                    cpus = fs.read_list(f"{base}/cpuset.cpus.effective")
-                    mems = fs.read_list(f"{base}/cpuset.mems.effective")
-                    if cpus is not None or mems is not None:
-                        return cpus, mems, f"cgroup v2 {_shown(point, path)}"
-        elif "cpuset" in controllers:
-            found = _cpuset_v1(fs, mounts, path)
+        unified = hierarchy == "0" and not controllers
+        if unified or "cpuset" in controllers:
+            found = _cpuset_at(fs, mounts, path, v1=not unified, v2=unified)
             if found is not None:
                 return found
-    # Old kernels, and snapshots without a cgroup file: /proc/PID/cpuset names the path.
-    v1_path = sysfs.proc_cpuset_path(fs, pid)
-    return _cpuset_v1(fs, mounts, v1_path) if v1_path is not None else None
+    # Old kernels, and snapshots without a cgroup file: /proc/PID/cpuset names the path,
+    # which may lie under a cgroup2 mount (Slurm: /cgroup/unified) as well as a v1 cpuset
+    # mount. Like hwloc, take the first mount of either kind that has it.
+    named = sysfs.proc_cpuset_path(fs, pid)
+    return _cpuset_at(fs, mounts, named, v1=True, v2=True) if named is not None else None
 
 
-def _cpuset_v1(
-    fs: sysfs.Root, mounts: list[tuple[str, str, str, list[str]]], path: str
-) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
+def _cpuset_at(
+    fs: sysfs.Root, mounts: _Mounts, path: str, *, v1: bool, v2: bool
+) -> CpusetFound | None:
+    """The sets of cgroup ``path`` under the first mount (of the kinds asked) that has it."""
     for _dev, point, fstype, opts in mounts:
-        if fstype == "cpuset" or (fstype == "cgroup" and "cpuset" in opts):
-            base = _under(point, path)
+        base = _under(point, path)
+        if fstype == "cgroup2" and v2:
+            # The kernel's effective sets: the cgroup's own, within its ancestors'.
+            names = ["cpuset.cpus.effective", "cpuset.mems.effective"]
+            kind = "cgroup v2"
+        elif (fstype == "cpuset" or (fstype == "cgroup" and "cpuset" in opts)) and v1:
             # v1 keeps the configured sets in cpuset.cpus/mems (or cpus/mems when mounted
             # as the old "cpuset" filesystem); read those first, as hwloc does. The kernel
             # intersects them with online CPUs, which the topology does anyway.
-            for prefix in ("cpuset.", "", "cpuset.effective_"):
-                cpus = fs.read_list(f"{base}/{prefix}cpus")
-                mems = fs.read_list(f"{base}/{prefix}mems")
-                if cpus is not None or mems is not None:
-                    return cpus, mems, f"cpuset {_shown(point, path)}"
+            names = ["cpuset.cpus", "cpuset.mems", "cpus", "mems"]
+            names += ["cpuset.effective_cpus", "cpuset.effective_mems"]
+            kind = "cpuset"
+        else:
+            continue
+        for cpus_name, mems_name in zip(names[::2], names[1::2], strict=True):
+            # No CPU folder bounds a cgroup's lists here: read them up to what Linux allows.
+            cpus = fs.read_list(f"{base}/{cpus_name}", range(sysfs.MAX_CPUS))
+            mems = fs.read_list(f"{base}/{mems_name}", range(sysfs.MAX_NODES))
+            if cpus is not None or mems is not None:
+                return cpus, mems, f"{kind} {_shown(point, path)}"
     return None
 
 
