@@ -43,8 +43,10 @@ because ``numarun --show`` and the refusal paths may never need them.
 
 from __future__ import annotations
 
+import errno
 import os
 
+from numarun import procfs, sysfs
 from numarun.errors import KernelRefusedError, NumarunError, ProcessError, UsageError
 
 TYPE_CHECKING = False
@@ -118,7 +120,7 @@ MIN_KERNEL: dict[str, tuple[int, int]] = {
 #: Modes that take no nodes.
 NODELESS_MODES = frozenset({"default", "local"})
 
-WEIGHTS_DIR = "sys/kernel/mm/mempolicy/weighted_interleave"
+WEIGHTS_DIR = sysfs.WEIGHTS_DIR
 
 # System call numbers: (mbind, set_mempolicy, get_mempolicy, migrate_pages), from each
 # architecture's syscall table. aarch64 and riscv64 use the generic table
@@ -393,16 +395,11 @@ def node_mask_bits() -> int:
     cached = _state.get("mask_bits")
     if isinstance(cached, int):
         return cached
-    bits = 0
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Mems_allowed:"):
-                    digits = line.split(":", 1)[1].strip().replace(",", "")
-                    bits = 4 * len(digits)
-                    break
-    except OSError:
-        bits = 0
+        digits = procfs.own_status().get("Mems_allowed", "").replace(",", "")
+    except ProcessError:  # no procfs (a sandbox): the probe below still finds the width
+        digits = ""
+    bits = 4 * len(digits)
     if bits <= 0:
         bits = _probe_mask_bits()
     _state["mask_bits"] = bits
@@ -420,7 +417,7 @@ def _probe_mask_bits() -> int:
             _call(2, "get_mempolicy", ctypes.byref(mode), mask, bits + 1, 0, 0)
             return bits
         except OSError as err:
-            if err.errno != 22:  # EINVAL: the mask is narrower than the node count
+            if err.errno != errno.EINVAL:  # the mask is narrower than the node count
                 raise _translate("get_mempolicy", err) from None
         bits *= 2
     return 1024
@@ -464,20 +461,16 @@ def _mask_to_set(mask: ctypes.Array[ctypes.c_ulong]) -> frozenset[int]:
 
 def _seccomp_mode() -> str | None:
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Seccomp:"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
+        return procfs.own_status().get("Seccomp")
+    except ProcessError:
         return None
-    return None
 
 
 def _translate(call: str, err: OSError, policy: MemoryPolicy | None = None) -> NumarunError:
     """Turn ``err`` from system call ``call`` into the error a user reads."""
     code = err.errno
     what = f" for {policy}" if policy is not None else ""
-    if code == 1:  # EPERM: these calls need no privilege on their own thread
+    if code == errno.EPERM:  # these calls need no privilege on their own thread
         filtered = _seccomp_mode() == "2"
         cause = (
             "a seccomp filter blocks it (this process runs under one: Seccomp: 2)"
@@ -489,21 +482,22 @@ def _translate(call: str, err: OSError, policy: MemoryPolicy | None = None) -> N
             "allow the call (Docker: --cap-add SYS_NICE or a seccomp profile that permits "
             f"{call}), or leave out the memory policy options",
         )
-    if code == 38:  # ENOSYS
+    if code == errno.ENOSYS:
         return KernelRefusedError(
             f"the kernel has no {call} (ENOSYS): it was built without NUMA support "
             "(CONFIG_NUMA) or a seccomp filter hides the call",
             "leave out the memory policy options; CPU binding still works",
         )
-    if code == 22:  # EINVAL
+    if code == errno.EINVAL:
         return KernelRefusedError(
             f"the kernel rejected {call}{what} as invalid (EINVAL): the nodes may be "
             "outside the cpuset's allowed memory nodes or have no memory",
             "check the nodes with `numarun --hardware` and `numarun --show`",
         )
-    if code == 12:  # ENOMEM
+    if code == errno.ENOMEM:
         return KernelRefusedError(f"{call}{what} failed: the kernel is out of memory (ENOMEM)")
-    return KernelRefusedError(f"{call}{what} failed: {os.strerror(code or 0)} (errno {code})")
+    name = errno.errorcode.get(code or 0, f"errno {code}")
+    return KernelRefusedError(f"{call}{what} failed: {os.strerror(code or 0)} ({name})")
 
 
 def _policy_args(policy: MemoryPolicy) -> tuple[object, int]:
@@ -534,7 +528,7 @@ def set_mempolicy(policy: MemoryPolicy) -> None:
     try:
         _call(1, "set_mempolicy", policy.kernel_mode, mask, maxnode)
     except OSError as err:
-        if err.errno == 22:
+        if err.errno == errno.EINVAL:
             for feature in (policy.mode, *sorted(policy.flags)):
                 if feature in MIN_KERNEL and feature != "local":
                     raise ModeUnsupportedError(feature, MIN_KERNEL[feature], refused=True) from None
@@ -577,7 +571,7 @@ def interleave_next_node() -> int | None:
     try:
         _call(2, "get_mempolicy", ctypes.byref(node), None, 0, None, MPOL_F_NODE)
     except OSError as err:
-        if err.errno == 22:  # not an interleave policy
+        if err.errno == errno.EINVAL:  # not an interleave policy
             return None
         raise _translate("get_mempolicy", err) from None
     return node.value if node.value >= 0 else None
@@ -617,7 +611,7 @@ def mbind(
     try:
         _call(0, "mbind", address, length, policy.kernel_mode, mask, maxnode, flags)
     except OSError as err:
-        if err.errno == 5:  # EIO
+        if err.errno == errno.EIO:
             raise KernelRefusedError(
                 f"mbind {policy}: some pages could not be moved to satisfy the policy (EIO)",
                 "retry without strict, or free memory on the target nodes",
@@ -636,11 +630,11 @@ def migrate_pages(pid: int, from_nodes: Iterable[int], to_nodes: Iterable[int]) 
     try:
         return _call(3, "migrate_pages", pid, bits + 1, old, new)
     except OSError as err:
-        if err.errno == 3:  # ESRCH
+        if err.errno == errno.ESRCH:
             raise ProcessError(
                 f"process {pid} does not exist", "check the PID (it may have exited)"
             ) from None
-        if err.errno == 1 and pid not in (0, os.getpid()):
+        if err.errno == errno.EPERM and pid not in (0, os.getpid()):
             raise ProcessError(
                 f"not permitted to move the pages of process {pid} (EPERM): it belongs to "
                 "another user, or a seccomp filter blocks migrate_pages",
@@ -658,21 +652,7 @@ def interleave_weights(root: str = "/") -> dict[int, int]:
     numarun only reads these: they are system-wide, and changing them would change every
     process that uses weighted interleave.
     """
-    directory = os.path.join(root, WEIGHTS_DIR)
-    out: dict[int, int] = {}
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return out
-    for name in names:
-        if not (name.startswith("node") and name[4:].isdigit()):
-            continue
-        try:
-            with open(os.path.join(directory, name), encoding="ascii") as f:
-                out[int(name[4:])] = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-    return dict(sorted(out.items()))
+    return sysfs.interleave_weights(sysfs.Root(root))
 
 
 # -- per-thread scope --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 NODE_DIR = "sys/devices/system/node"
+WEIGHTS_DIR = "sys/kernel/mm/mempolicy/weighted_interleave"
 # Linux's NR_CPUS is at most 8192 (x86, arm64 and POWER allow up to that); lists of CPUs
 # read where no CPU folder bounds them are read up to this, never expanded further.
 MAX_CPUS = 1 << 13
@@ -344,6 +345,27 @@ def proc_meminfo(root: Root) -> dict[str, int]:
     return parse_meminfo(text) if text is not None else {}
 
 
+def proc_stat_cpus(root: Root) -> dict[int, tuple[int, int]]:
+    """The ``cpuN`` lines of ``/proc/stat`` as (busy, total) jiffies; {} when unreadable.
+
+    Busy is everything but idle and iowait. Only a tie-break (node choice by load) reads
+    it, so a file that is missing or odd gives {} rather than a refusal.
+    """
+    out: dict[int, tuple[int, int]] = {}
+    for line in (root.read("proc/stat", quiet=True) or "").splitlines():
+        name, _, rest = line.partition(" ")
+        number = name[3:]
+        if not name.startswith("cpu") or not (number.isascii() and number.isdecimal()):
+            continue
+        words = rest.split()
+        if not all(w.isascii() and w.isdecimal() for w in words):
+            continue
+        values = [int(w) for w in words]
+        idle = sum(values[3:5])  # idle + iowait
+        out[int(number)] = (sum(values) - idle, sum(values))
+    return out
+
+
 def proc_status(root: Root, pid: int | str = "self") -> dict[str, str]:
     """``/proc/PID/status`` as a dict of raw values."""
     text = root.read(f"proc/{pid}/status")
@@ -382,6 +404,21 @@ def proc_mounts(root: Root) -> list[tuple[str, str, str, list[str]]]:
         parts = line.split()
         if len(parts) >= 4:
             out.append((parts[0], parts[1], parts[2], parts[3].split(",")))
+    return out
+
+
+def interleave_weights(root: Root) -> dict[int, int]:
+    """``/sys/kernel/mm/mempolicy/weighted_interleave/nodeN``: each node's weight.
+
+    Empty before Linux 6.9 (no such directory). A weight file that cannot be read or
+    does not hold a number is left out: weights only shape what the kernel does anyway.
+    """
+    out: dict[int, int] = {}
+    for node in numbered_entries(root.listdir(WEIGHTS_DIR), "node"):
+        text = root.read(f"{WEIGHTS_DIR}/node{node}", quiet=True)
+        word = (text or "").strip()
+        if word.isascii() and word.isdigit():
+            out[node] = int(word)
     return out
 
 
