@@ -48,6 +48,7 @@ import os
 
 from numarun import procfs, sysfs
 from numarun.errors import KernelRefusedError, NumarunError, ProcessError, UsageError
+from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and collections.abc cost start-up time
@@ -144,7 +145,29 @@ def canonical_mode(name: str) -> str:
     return key
 
 
-class MemoryPolicy:
+def _check_shape(mode: str, nodes: frozenset[int], flags: frozenset[str]) -> None:
+    """Refuse (ValueError) a policy shape the kernel would refuse; see :class:`MemoryPolicy`."""
+    for flag in flags:
+        if flag not in FLAGS:
+            raise ValueError(f"unknown mode flag {flag!r}; flags are {', '.join(FLAGS)}")
+    if any(n < 0 for n in nodes):
+        raise ValueError("node numbers cannot be negative")
+    if mode in NODELESS_MODES:
+        if nodes:
+            raise ValueError(f"mode {mode} takes no nodes")
+        if flags:
+            raise ValueError(f"mode {mode} takes no mode flags")
+    elif not nodes:
+        raise ValueError(f"mode {mode} needs at least one node")
+    if mode == "preferred" and len(nodes) != 1:
+        raise ValueError("mode preferred takes exactly one node; use preferred-many for several")
+    if {"static-nodes", "relative-nodes"} <= flags:
+        raise ValueError("static-nodes and relative-nodes exclude each other")
+    if "numa-balancing" in flags and mode != "bind":
+        raise ValueError("the numa-balancing flag goes with mode bind only")
+
+
+class MemoryPolicy(Value):
     """A NUMA memory policy: a mode, the nodes it names and its mode flags.
 
     An immutable value: equal policies compare equal and hash alike. The constructor checks
@@ -154,7 +177,6 @@ class MemoryPolicy:
     does not check the nodes against a machine: that is the launcher's job, with the topology.
     """
 
-    __slots__ = ("flags", "mode", "nodes")
     mode: str
     nodes: frozenset[int]
     flags: frozenset[str]
@@ -163,43 +185,8 @@ class MemoryPolicy:
         mode_name = canonical_mode(mode)
         node_set = frozenset(nodes)
         flag_set = frozenset(flags)
-        for flag in flag_set:
-            if flag not in FLAGS:
-                raise ValueError(f"unknown mode flag {flag!r}; flags are {', '.join(FLAGS)}")
-        if any(n < 0 for n in node_set):
-            raise ValueError("node numbers cannot be negative")
-        if mode_name in NODELESS_MODES:
-            if node_set:
-                raise ValueError(f"mode {mode_name} takes no nodes")
-            if flag_set:
-                raise ValueError(f"mode {mode_name} takes no mode flags")
-        elif not node_set:
-            raise ValueError(f"mode {mode_name} needs at least one node")
-        if mode_name == "preferred" and len(node_set) != 1:
-            raise ValueError(
-                "mode preferred takes exactly one node; use preferred-many for several"
-            )
-        if {"static-nodes", "relative-nodes"} <= flag_set:
-            raise ValueError("static-nodes and relative-nodes exclude each other")
-        if "numa-balancing" in flag_set and mode_name != "bind":
-            raise ValueError("the numa-balancing flag goes with mode bind only")
-        object.__setattr__(self, "mode", mode_name)
-        object.__setattr__(self, "nodes", node_set)
-        object.__setattr__(self, "flags", flag_set)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("MemoryPolicy is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, MemoryPolicy)
-            and other.mode == self.mode
-            and other.nodes == self.nodes
-            and other.flags == self.flags
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.mode, self.nodes, self.flags))
+        _check_shape(mode_name, node_set, flag_set)
+        super().__init__(mode=mode_name, nodes=node_set, flags=flag_set)
 
     def __repr__(self) -> str:
         return f"MemoryPolicy({self.mode!r}, {sorted(self.nodes)!r}" + (

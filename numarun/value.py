@@ -92,7 +92,9 @@ class Value:
         )
 
     def __hash__(self) -> int:
-        return hash(tuple(repr(getattr(self, n)) for n in self._fields))
+        # Equal records hash alike: dicts and lists (mutable, unhashable) by their contents.
+        # (Not repr(): a frozenset's repr may list equal elements in different orders.)
+        return hash(tuple(_hashable(getattr(self, n)) for n in self._fields))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
@@ -103,6 +105,14 @@ class Value:
         return type(self)(
             **{n: getattr(self, n) for n in self._fields if n not in changes}, **changes
         )
+
+
+def _hashable(value: object) -> object:
+    if isinstance(value, dict):
+        return frozenset((k, _hashable(v)) for k, v in value.items())
+    if isinstance(value, (list, set)):
+        return (type(value).__name__, *map(_hashable, value))
+    return value
 
 
 class SameAs(Value):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from numarun.errors import TopologyError
-from numarun.topology import Allowed, Topology, from_dict, load_topology, read_topology
+from numarun.topology import Allowed, Node, Topology, from_dict, load_topology, read_topology
 from numarun.value import DecodeError, Value, decode, encode, layout
 from tests.conftest import REPO
 from tests.fakesysfs import FakeMachine, c5n_18xlarge
@@ -171,3 +171,16 @@ def test_bad_snapshot_from_the_command_line(tmp_path: Path) -> None:
         " — save one with 'numarun topology --save FILE'\n"
     )
     assert isinstance(load_topology(tmp_path / "root"), Topology)
+
+
+def test_equal_records_hash_alike_whatever_the_set_order() -> None:
+    # Two equal frozensets may iterate in different orders (insertion history decides
+    # among colliding hashes); records holding them must still hash alike.
+    a = frozenset([8, 16, 0])
+    b = frozenset([0, 16, 8])
+    assert a == b
+    first = Allowed(cpus=a, mems=frozenset({0}), source="s")
+    second = Allowed(cpus=b, mems=frozenset({0}), source="s")
+    assert first == second and hash(first) == hash(second)
+    node = Node(id=0, cpus=a, distances={0: 10, 1: 20})
+    assert hash(node) == hash(Node(id=0, cpus=b, distances={1: 20, 0: 10}))
