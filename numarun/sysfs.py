@@ -33,6 +33,7 @@ CPU_DIR = "sys/devices/system/cpu"
 # No sysfs or procfs file numarun reads is near this size; a larger one (a snapshot holding
 # /dev/zero, say) is refused rather than read into memory.
 MAX_FILE_BYTES = 4 << 20
+_CHUNK = 1 << 15
 
 
 class Root(Value):
@@ -70,8 +71,14 @@ class Root(Value):
         """
         path = self.join(rel)
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
+            with open(path, "rb", buffering=0) as f:
+                # procfs hands out a page or so per read: read to the end, up to the limit
+                chunks = [f.read(_CHUNK)]
+                size = len(chunks[0])
+                while chunks[-1] and size <= MAX_FILE_BYTES:
+                    chunks.append(f.read(_CHUNK))
+                    size += len(chunks[-1])
+            data = b"".join(chunks)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
