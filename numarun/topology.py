@@ -513,4 +513,32 @@ def from_dict(data: object, *, where: str = "snapshot") -> Topology:
         topology: Topology = decode(Topology, data)
     except DecodeError as err:
         raise TopologyError(f"snapshot {where}: {err}", fix) from None
+    problem = _contradiction(topology)
+    if problem is not None:
+        raise TopologyError(f"snapshot {where} contradicts itself: {problem}", fix)
     return topology
+
+
+def _contradiction(topology: Topology) -> str | None:
+    """The first way a (hand-edited) snapshot disagrees with itself, or None."""
+    for node in topology.nodes.values():
+        missing = node.cpus - topology.cpus.keys()
+        if missing:
+            return f"node {node.id} lists CPUs {_ids(missing)}, which are not in cpus"
+    for index, core in enumerate(topology.cores):
+        if core.index != index:
+            return f"cores[{index}] has index {core.index}; cores are listed by index from 0"
+        if not core.cpus <= topology.cpus.keys():
+            return f"core {index} lists CPUs {_ids(core.cpus - topology.cpus.keys())}, not in cpus"
+    for cpu in topology.cpus.values():
+        if cpu.node is not None and cpu.node not in topology.nodes:
+            return f"CPU {cpu.id} is on node {cpu.node}, which is not in nodes"
+        if cpu.core is not None and not 0 <= cpu.core < len(topology.cores):
+            return f"CPU {cpu.id} is on core {cpu.core}, which is not in cores"
+    return None
+
+
+def _ids(ids: Iterable[int]) -> str:
+    from numarun import cpulist
+
+    return cpulist.format_list(ids)

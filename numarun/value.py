@@ -376,7 +376,7 @@ def _decode_dict(data: object, spec: Spec, path: str) -> dict[Any, Any]:
         key: Any = raw_key
         if key_spec[0] == "int":
             # ASCII digits only: int() would also take "٣" or " 3"
-            if not (raw_key.isascii() and raw_key.isdigit()):
+            if not (raw_key.isascii() and raw_key.isdigit() and len(raw_key) <= 18):
                 raise DecodeError(path, f"expected {describe(spec)}")
             key = int(raw_key)
         decoded[key] = _decode(raw_value, value_spec, f"{path}.{raw_key}")

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numarun.errors import TopologyError
-from numarun.topology import Allowed, Node, Topology, from_dict, load_topology, read_topology
+from numarun.topology import (
+    Allowed,
+    Core,
+    Cpu,
+    Node,
+    Topology,
+    from_dict,
+    load_topology,
+    read_topology,
+)
 from numarun.value import DecodeError, Value, decode, encode, layout
 from tests.conftest import REPO
 from tests.fakesysfs import FakeMachine, c5n_18xlarge
@@ -184,3 +196,89 @@ def test_equal_records_hash_alike_whatever_the_set_order() -> None:
     assert first == second and hash(first) == hash(second)
     node = Node(id=0, cpus=a, distances={0: 10, 1: 20})
     assert hash(node) == hash(Node(id=0, cpus=b, distances={1: 20, 0: 10}))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["cpus"][0].__setitem__("node", 7),
+            "CPU 0 is on node 7, which is not in nodes",
+        ),
+        (lambda d: d["nodes"][0]["cpus"].append(9), "node 0 lists CPUs 9, which are not in cpus"),
+        (lambda d: d["cores"].reverse(), "cores[0] has index 1"),
+        (
+            lambda d: d["cpus"][2].__setitem__("core", 5),
+            "CPU 2 is on core 5, which is not in cores",
+        ),
+    ],
+)
+def test_a_snapshot_that_contradicts_itself_is_refused(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    data = _snapshot(tmp_path)
+    edit(data)
+    with pytest.raises(TopologyError, match=f"contradicts itself: {re.escape(message)}"):
+        from_dict(data)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**12) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.lists(
+        st.sampled_from(
+            [
+                "nodes",
+                "cpus",
+                "cores",
+                "allowed",
+                "identity",
+                0,
+                1,
+                "id",
+                "cpus",
+                "distances",
+                "online",
+                "node",
+                "core",
+                "mems",
+            ]
+        ),
+        max_size=3,
+    ),
+    value=_json,
+)
+def test_any_edit_of_a_snapshot_is_read_or_refused_in_one_line(path: list[Any], value: Any) -> None:
+    data = json.loads(SAMPLE)
+    target = data
+    try:
+        for key in path[:-1]:
+            target = target[key]
+        if path:
+            target[path[-1]] = value
+        else:
+            data = value
+    except (KeyError, IndexError, TypeError):
+        return
+    try:
+        from_dict(data)
+    except TopologyError as err:
+        assert "\n" not in str(err)
+
+
+SAMPLE = json.dumps(
+    Topology(
+        allowed=Allowed(cpus=frozenset({0, 1}), mems=frozenset({0})),
+        nodes={0: Node(id=0, cpus=frozenset({0, 1}), distances={0: 10})},
+        cpus={c: Cpu(id=c, node=0, core=0, siblings=frozenset({0, 1})) for c in (0, 1)},
+        cores=(Core(index=0, cpus=frozenset({0, 1}), node=0),),
+    ).to_dict()
+)
