@@ -492,9 +492,13 @@ def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
     return from_dict(data, where=os.fspath(path))
 
 
-def from_dict(data: object, *, where: str = "snapshot") -> Topology:
-    """Rebuild a topology from :meth:`Topology.to_dict` output, validating it first."""
+def from_dict(data: object, *, where: str = "") -> Topology:
+    """Rebuild a topology from :meth:`Topology.to_dict` output, validating it first.
+
+    ``where`` (the file it came from) starts every message about it.
+    """
     fix = "save one with 'numarun topology --save FILE'"
+    where = where or "data"
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else None
         raise TopologyError(
