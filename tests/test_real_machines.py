@@ -6,6 +6,7 @@ machine or captured snapshot has it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from numarun import cpulist, sysfs
 from numarun.errors import TopologyError
@@ -221,3 +224,53 @@ def test_within_list(text: str, within: list[int], ids: set[int], named: int) ->
 def test_within_list_refuses_what_parse_list_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="list"):
         sysfs.within_list(text, range(8))
+
+
+def test_topology_command_on_the_slurm_fixture(tmp_path: Path) -> None:
+    machine = c5n_18xlarge()
+    root = machine.write(tmp_path)
+    machine.confine(root, "/job_9", range(18, 36), [1], mount="/cgroup/unified", cgroup_file=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "numarun", "topology", "--json", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    allowed = json.loads(done.stdout)["allowed"]
+    assert allowed["cpus"] == list(range(18, 36)) and allowed["mems"] == [1]
+    assert allowed["cpuset_source"] == "cgroup v2 /cgroup/unified/job_9"
+
+
+_CONTENT = st.sampled_from(
+    ["", "\n", "\x00", "seven-ish\n", "0-999999999\n", "٣\n", "-1\n", "1\n", "0\n", "0-3\n",
+     "0-3:2/4\n", "ffffffff,ffffffff\n", "3-1\n", "MemTotal: 12 kB\n", "10 21\n", " , \n"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(picks=st.lists(st.tuples(st.integers(0, 10_000), _CONTENT), min_size=1, max_size=3))
+def test_any_damaged_sysfs_tree_is_read_or_refused_in_one_line(
+    tmp_path: Path, picks: list[tuple[int, str]]
+) -> None:
+    root = tmp_path / "tree"
+    if not root.exists():
+        FakeMachine(nodes={0: [0, 1], 1: [2, 3]}, siblings=[(0, 1), (2, 3)]).write(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    saved = {}
+    try:
+        for index, content in picks:
+            target = files[index % len(files)]
+            saved.setdefault(target, target.read_bytes())
+            target.write_text(content)
+        try:
+            topo = read_topology(root)
+        except TopologyError as err:
+            assert "\n" not in str(err)
+        else:
+            assert topo.usable_cpus() <= topo.online_cpus() <= frozenset(topo.cpus)
+    finally:
+        for target, data in saved.items():
+            target.write_bytes(data)
