@@ -38,34 +38,51 @@ def _is_prefix_form(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    from numarun.errors import NumarunError
+    from numarun.options import HelpRequested
 
     try:
-        if _is_prefix_form(args):
-            from numarun.commands.prefix import run_prefix
+        try:
+            return _reported(_dispatch, args)
+        except HelpRequested as asked:  # a fast path's --help: typer prints it
+            from numarun.cli import run_app
 
-            return run_prefix(args)
-        fast = _FAST_COMMANDS.get(args[0]) if args else None
-        if fast is not None:
-            import importlib
-
-            module, function = fast
-            run: Callable[[list[str]], int] = getattr(
-                importlib.import_module(f"numarun.commands.{module}"), function
-            )
-            return run(args[1:])
-        from numarun.cli import run_app
-
-        return run_app(args)
-    except NumarunError as err:
-        print(f"numarun: {err.message}", file=sys.stderr)
-        return err.exit_code
+            return _reported(run_app, asked.argv)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # `numarun topology | head`: the reader left; say nothing, like coreutils.
         sys.stderr.close()
         return 141
+
+
+def _reported(run: Callable[[list[str]], int], args: list[str]) -> int:
+    """``run(args)``, with numarun's refusals as one line and their exit code."""
+    from numarun.errors import NumarunError
+
+    try:
+        return run(args)
+    except NumarunError as err:
+        print(f"numarun: {err.message}", file=sys.stderr)
+        return err.exit_code
+
+
+def _dispatch(args: list[str]) -> int:
+    if _is_prefix_form(args):
+        from numarun.commands.prefix import run_prefix
+
+        return run_prefix(args)
+    fast = _FAST_COMMANDS.get(args[0]) if args else None
+    if fast is not None:
+        import importlib
+
+        module, function = fast
+        run: Callable[[list[str]], int] = getattr(
+            importlib.import_module(f"numarun.commands.{module}"), function
+        )
+        return run(args[1:])
+    from numarun.cli import run_app
+
+    return run_app(args)
 
 
 if __name__ == "__main__":

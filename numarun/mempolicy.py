@@ -43,9 +43,12 @@ because ``numarun --show`` and the refusal paths may never need them.
 
 from __future__ import annotations
 
+import errno
 import os
 
+from numarun import procfs, sysfs
 from numarun.errors import KernelRefusedError, NumarunError, ProcessError, UsageError
+from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and collections.abc cost start-up time
@@ -118,7 +121,7 @@ MIN_KERNEL: dict[str, tuple[int, int]] = {
 #: Modes that take no nodes.
 NODELESS_MODES = frozenset({"default", "local"})
 
-WEIGHTS_DIR = "sys/kernel/mm/mempolicy/weighted_interleave"
+WEIGHTS_DIR = sysfs.WEIGHTS_DIR
 
 # System call numbers: (mbind, set_mempolicy, get_mempolicy, migrate_pages), from each
 # architecture's syscall table. aarch64 and riscv64 use the generic table
@@ -142,7 +145,29 @@ def canonical_mode(name: str) -> str:
     return key
 
 
-class MemoryPolicy:
+def _check_shape(mode: str, nodes: frozenset[int], flags: frozenset[str]) -> None:
+    """Refuse (ValueError) a policy shape the kernel would refuse; see :class:`MemoryPolicy`."""
+    for flag in flags:
+        if flag not in FLAGS:
+            raise ValueError(f"unknown mode flag {flag!r}; flags are {', '.join(FLAGS)}")
+    if any(n < 0 for n in nodes):
+        raise ValueError("node numbers cannot be negative")
+    if mode in NODELESS_MODES:
+        if nodes:
+            raise ValueError(f"mode {mode} takes no nodes")
+        if flags:
+            raise ValueError(f"mode {mode} takes no mode flags")
+    elif not nodes:
+        raise ValueError(f"mode {mode} needs at least one node")
+    if mode == "preferred" and len(nodes) != 1:
+        raise ValueError("mode preferred takes exactly one node; use preferred-many for several")
+    if {"static-nodes", "relative-nodes"} <= flags:
+        raise ValueError("static-nodes and relative-nodes exclude each other")
+    if "numa-balancing" in flags and mode != "bind":
+        raise ValueError("the numa-balancing flag goes with mode bind only")
+
+
+class MemoryPolicy(Value):
     """A NUMA memory policy: a mode, the nodes it names and its mode flags.
 
     An immutable value: equal policies compare equal and hash alike. The constructor checks
@@ -152,7 +177,6 @@ class MemoryPolicy:
     does not check the nodes against a machine: that is the launcher's job, with the topology.
     """
 
-    __slots__ = ("flags", "mode", "nodes")
     mode: str
     nodes: frozenset[int]
     flags: frozenset[str]
@@ -161,43 +185,8 @@ class MemoryPolicy:
         mode_name = canonical_mode(mode)
         node_set = frozenset(nodes)
         flag_set = frozenset(flags)
-        for flag in flag_set:
-            if flag not in FLAGS:
-                raise ValueError(f"unknown mode flag {flag!r}; flags are {', '.join(FLAGS)}")
-        if any(n < 0 for n in node_set):
-            raise ValueError("node numbers cannot be negative")
-        if mode_name in NODELESS_MODES:
-            if node_set:
-                raise ValueError(f"mode {mode_name} takes no nodes")
-            if flag_set:
-                raise ValueError(f"mode {mode_name} takes no mode flags")
-        elif not node_set:
-            raise ValueError(f"mode {mode_name} needs at least one node")
-        if mode_name == "preferred" and len(node_set) != 1:
-            raise ValueError(
-                "mode preferred takes exactly one node; use preferred-many for several"
-            )
-        if {"static-nodes", "relative-nodes"} <= flag_set:
-            raise ValueError("static-nodes and relative-nodes exclude each other")
-        if "numa-balancing" in flag_set and mode_name != "bind":
-            raise ValueError("the numa-balancing flag goes with mode bind only")
-        object.__setattr__(self, "mode", mode_name)
-        object.__setattr__(self, "nodes", node_set)
-        object.__setattr__(self, "flags", flag_set)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("MemoryPolicy is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, MemoryPolicy)
-            and other.mode == self.mode
-            and other.nodes == self.nodes
-            and other.flags == self.flags
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.mode, self.nodes, self.flags))
+        _check_shape(mode_name, node_set, flag_set)
+        super().__init__(mode=mode_name, nodes=node_set, flags=flag_set)
 
     def __repr__(self) -> str:
         return f"MemoryPolicy({self.mode!r}, {sorted(self.nodes)!r}" + (
@@ -393,16 +382,11 @@ def node_mask_bits() -> int:
     cached = _state.get("mask_bits")
     if isinstance(cached, int):
         return cached
-    bits = 0
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Mems_allowed:"):
-                    digits = line.split(":", 1)[1].strip().replace(",", "")
-                    bits = 4 * len(digits)
-                    break
-    except OSError:
-        bits = 0
+        digits = procfs.own_status().get("Mems_allowed", "").replace(",", "")
+    except ProcessError:  # no procfs (a sandbox): the probe below still finds the width
+        digits = ""
+    bits = 4 * len(digits)
     if bits <= 0:
         bits = _probe_mask_bits()
     _state["mask_bits"] = bits
@@ -420,7 +404,7 @@ def _probe_mask_bits() -> int:
             _call(2, "get_mempolicy", ctypes.byref(mode), mask, bits + 1, 0, 0)
             return bits
         except OSError as err:
-            if err.errno != 22:  # EINVAL: the mask is narrower than the node count
+            if err.errno != errno.EINVAL:  # the mask is narrower than the node count
                 raise _translate("get_mempolicy", err) from None
         bits *= 2
     return 1024
@@ -464,20 +448,16 @@ def _mask_to_set(mask: ctypes.Array[ctypes.c_ulong]) -> frozenset[int]:
 
 def _seccomp_mode() -> str | None:
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Seccomp:"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
+        return procfs.own_status().get("Seccomp")
+    except ProcessError:
         return None
-    return None
 
 
 def _translate(call: str, err: OSError, policy: MemoryPolicy | None = None) -> NumarunError:
     """Turn ``err`` from system call ``call`` into the error a user reads."""
     code = err.errno
     what = f" for {policy}" if policy is not None else ""
-    if code == 1:  # EPERM: these calls need no privilege on their own thread
+    if code == errno.EPERM:  # these calls need no privilege on their own thread
         filtered = _seccomp_mode() == "2"
         cause = (
             "a seccomp filter blocks it (this process runs under one: Seccomp: 2)"
@@ -489,21 +469,22 @@ def _translate(call: str, err: OSError, policy: MemoryPolicy | None = None) -> N
             "allow the call (Docker: --cap-add SYS_NICE or a seccomp profile that permits "
             f"{call}), or leave out the memory policy options",
         )
-    if code == 38:  # ENOSYS
+    if code == errno.ENOSYS:
         return KernelRefusedError(
             f"the kernel has no {call} (ENOSYS): it was built without NUMA support "
             "(CONFIG_NUMA) or a seccomp filter hides the call",
             "leave out the memory policy options; CPU binding still works",
         )
-    if code == 22:  # EINVAL
+    if code == errno.EINVAL:
         return KernelRefusedError(
             f"the kernel rejected {call}{what} as invalid (EINVAL): the nodes may be "
             "outside the cpuset's allowed memory nodes or have no memory",
             "check the nodes with `numarun --hardware` and `numarun --show`",
         )
-    if code == 12:  # ENOMEM
+    if code == errno.ENOMEM:
         return KernelRefusedError(f"{call}{what} failed: the kernel is out of memory (ENOMEM)")
-    return KernelRefusedError(f"{call}{what} failed: {os.strerror(code or 0)} (errno {code})")
+    name = errno.errorcode.get(code or 0, f"errno {code}")
+    return KernelRefusedError(f"{call}{what} failed: {os.strerror(code or 0)} ({name})")
 
 
 def _policy_args(policy: MemoryPolicy) -> tuple[object, int]:
@@ -534,7 +515,7 @@ def set_mempolicy(policy: MemoryPolicy) -> None:
     try:
         _call(1, "set_mempolicy", policy.kernel_mode, mask, maxnode)
     except OSError as err:
-        if err.errno == 22:
+        if err.errno == errno.EINVAL:
             for feature in (policy.mode, *sorted(policy.flags)):
                 if feature in MIN_KERNEL and feature != "local":
                     raise ModeUnsupportedError(feature, MIN_KERNEL[feature], refused=True) from None
@@ -577,7 +558,7 @@ def interleave_next_node() -> int | None:
     try:
         _call(2, "get_mempolicy", ctypes.byref(node), None, 0, None, MPOL_F_NODE)
     except OSError as err:
-        if err.errno == 22:  # not an interleave policy
+        if err.errno == errno.EINVAL:  # not an interleave policy
             return None
         raise _translate("get_mempolicy", err) from None
     return node.value if node.value >= 0 else None
@@ -617,7 +598,7 @@ def mbind(
     try:
         _call(0, "mbind", address, length, policy.kernel_mode, mask, maxnode, flags)
     except OSError as err:
-        if err.errno == 5:  # EIO
+        if err.errno == errno.EIO:
             raise KernelRefusedError(
                 f"mbind {policy}: some pages could not be moved to satisfy the policy (EIO)",
                 "retry without strict, or free memory on the target nodes",
@@ -636,11 +617,11 @@ def migrate_pages(pid: int, from_nodes: Iterable[int], to_nodes: Iterable[int]) 
     try:
         return _call(3, "migrate_pages", pid, bits + 1, old, new)
     except OSError as err:
-        if err.errno == 3:  # ESRCH
+        if err.errno == errno.ESRCH:
             raise ProcessError(
                 f"process {pid} does not exist", "check the PID (it may have exited)"
             ) from None
-        if err.errno == 1 and pid not in (0, os.getpid()):
+        if err.errno == errno.EPERM and pid not in (0, os.getpid()):
             raise ProcessError(
                 f"not permitted to move the pages of process {pid} (EPERM): it belongs to "
                 "another user, or a seccomp filter blocks migrate_pages",
@@ -658,21 +639,7 @@ def interleave_weights(root: str = "/") -> dict[int, int]:
     numarun only reads these: they are system-wide, and changing them would change every
     process that uses weighted interleave.
     """
-    directory = os.path.join(root, WEIGHTS_DIR)
-    out: dict[int, int] = {}
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return out
-    for name in names:
-        if not (name.startswith("node") and name[4:].isdigit()):
-            continue
-        try:
-            with open(os.path.join(directory, name), encoding="ascii") as f:
-                out[int(name[4:])] = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-    return dict(sorted(out.items()))
+    return sysfs.interleave_weights(sysfs.Root(root))
 
 
 # -- per-thread scope --------------------------------------------------------------------------

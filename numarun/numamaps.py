@@ -38,6 +38,11 @@ from collections import Counter
 from collections.abc import Iterable
 
 from numarun import cpulist
+from numarun.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Kinds of mapping, in display order. "shm" is shared memory (POSIX /dev/shm, SysV, memfd,
 # shared anonymous); "huge" is hugetlbfs whatever backs it.
@@ -70,22 +75,16 @@ _OCTAL = re.compile(r"\\([0-7]{3})")
 _BASE_PAGE_KB = (os.sysconf("SC_PAGE_SIZE") // 1024) if hasattr(os, "sysconf") else 4
 
 
-class Policy:
+class Policy(Value):
     """A memory policy as numa_maps shows it: mode, flags and nodes."""
 
-    __slots__ = ("flags", "mode", "nodes", "text")
     mode: str  # default, local, bind, interleave, preferred, preferred-many,
     #            weighted-interleave, or the kernel's word when unknown
-    flags: frozenset[str]  # "static", "relative", "balancing"
     nodes: frozenset[int]  # empty for default and local
+    flags: frozenset[str]  # "static", "relative", "balancing"
     text: str  # as the kernel wrote it
 
-    def __init__(self, mode: str, nodes: frozenset[int], flags: frozenset[str], text: str) -> None:
-        self.mode = mode
-        self.nodes = nodes
-        self.flags = flags
-        self.text = text
-
+    # Equal by meaning: the text is how one line spelled it.
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Policy) and (self.mode, self.nodes, self.flags) == (
             other.mode,
@@ -120,50 +119,25 @@ def parse_policy(text: str) -> Policy:
         nodes = cpulist.parse_list(node_text)
     except ValueError:
         nodes = frozenset()
-    return Policy(mode, nodes, flags, text)
+    return Policy(mode=mode, nodes=nodes, flags=flags, text=text)
 
 
-class Mapping:
+class Mapping(Value):
     """One line of numa_maps: a mapping, its policy, its backing and its pages per node."""
 
-    __slots__ = (
-        "active",
-        "address",
-        "anon",
-        "dirty",
-        "kind",
-        "mapmax",
-        "mapped",
-        "page_kb",
-        "pages",
-        "path",
-        "policy",
-        "swapcache",
-        "writeback",
-    )
     address: int
     policy: Policy
     kind: str  # one of KINDS
     path: str | None  # the backing file, octal escapes undone
-    page_kb: int
-    pages: dict[int, int]  # node -> pages of page_kb each
-    anon: int
-    dirty: int
-    mapped: int
-    mapmax: int
-    swapcache: int
-    active: int
-    writeback: int
-
-    def __init__(self, address: int, policy: Policy, kind: str, path: str | None) -> None:
-        self.address = address
-        self.policy = policy
-        self.kind = kind
-        self.path = path
-        self.page_kb = _BASE_PAGE_KB  # until the line says; a cut-off line never does
-        self.pages = {}
-        self.anon = self.dirty = self.mapped = self.mapmax = 0
-        self.swapcache = self.active = self.writeback = 0
+    page_kb: int = _BASE_PAGE_KB  # until the line says; a cut-off line never does
+    pages: dict[int, int] = {}  # noqa: RUF012 - node -> pages of page_kb each
+    anon: int = 0
+    dirty: int = 0
+    mapped: int = 0
+    mapmax: int = 0
+    swapcache: int = 0
+    active: int = 0
+    writeback: int = 0
 
     def node_bytes(self) -> dict[int, int]:
         """Bytes per node."""
@@ -209,7 +183,7 @@ def _parse_remainder(rest: str, address: int, policies: dict[str, Policy]) -> Ma
     policy = policies.get(policy_text)
     if policy is None:
         policy = policies[policy_text] = parse_policy(policy_text)
-    mapping = Mapping(address, policy, "anon", None)
+    fields: dict[str, Any] = {"pages": {}}
     huge = heap = stack = False
     for token in tokens[used:]:
         key, eq, value = token.partition("=")
@@ -222,35 +196,35 @@ def _parse_remainder(rest: str, address: int, policies: dict[str, Policy]) -> Ma
                 huge = True
             continue
         if key == "file":
-            mapping.path = _unescape(value)
+            fields["path"] = _unescape(value)
             continue
         try:
             number = int(value)
         except ValueError:
             continue  # cut off mid-number, or a field this parser does not know
         if key[:1] == "N" and key[1:].isdigit():
-            mapping.pages[int(key[1:])] = number
+            fields["pages"][int(key[1:])] = number
         elif key == "kernelpagesize_kB":
             if number > 0:
-                mapping.page_kb = number
+                fields["page_kb"] = number
         elif key in _COUNTERS:
-            setattr(mapping, key, number)
-    mapping.kind = _kind(mapping, huge=huge, heap=heap, stack=stack)
-    return mapping
+            fields[key] = number
+    path = fields.pop("path", None)
+    kind = _kind(path, fields, huge=huge, heap=heap, stack=stack)
+    return Mapping(address=address, policy=policy, kind=kind, path=path, **fields)
 
 
-def _kind(mapping: Mapping, *, huge: bool, heap: bool, stack: bool) -> str:
+def _kind(path: str | None, fields: dict[str, Any], *, huge: bool, heap: bool, stack: bool) -> str:
     if huge:
         return "huge"
-    path = mapping.path
     if path is not None:
         if path.startswith(_SHM_PREFIXES):
             return "shm"
-        pages = mapping.total_pages
+        pages = sum(fields["pages"].values())
         # A private file mapping whose every page is a private copy (a library's .data, a
         # written MAP_PRIVATE file) holds anonymous memory allocated under the policy, not
         # page cache: count it with anon.
-        if pages and mapping.anon >= pages:
+        if pages and fields.get("anon", 0) >= pages:
             return "anon"
         return "file"
     if heap:
@@ -296,28 +270,17 @@ def parse_mappings(text: str) -> list[Mapping]:
 
 
 def _copy(template: Mapping, address: int) -> Mapping:
-    mapping = Mapping(address, template.policy, template.kind, template.path)
-    for name in _COUNTERS:
-        setattr(mapping, name, getattr(template, name))
-    mapping.page_kb = template.page_kb
-    mapping.pages = dict(template.pages)
-    return mapping
+    copy: Mapping = template.replace(address=address, pages=dict(template.pages))
+    return copy
 
 
-class Group:
+class Group(Value):
     """The pages of every mapping that shares one policy and one kind, in bytes per node."""
 
-    __slots__ = ("kind", "mappings", "node_bytes", "policy")
     policy: Policy
     kind: str
     mappings: int
     node_bytes: dict[int, int]
-
-    def __init__(self, policy: Policy, kind: str) -> None:
-        self.policy = policy
-        self.kind = kind
-        self.mappings = 0
-        self.node_bytes = {}
 
     @property
     def total_bytes(self) -> int:
@@ -327,28 +290,11 @@ class Group:
         return f"Group({self.policy} {self.kind} x{self.mappings} {self.node_bytes})"
 
 
-class Summary:
+class Summary(Value):
     """A process's numa_maps folded into (policy, kind) groups."""
 
-    __slots__ = ("groups", "mappings")
     groups: dict[tuple[Policy, str], Group]
     mappings: int  # lines parsed
-
-    def __init__(self) -> None:
-        self.groups = {}
-        self.mappings = 0
-
-    def add(self, mapping: Mapping, count: int = 1) -> None:
-        key = (mapping.policy, mapping.kind)
-        group = self.groups.get(key)
-        if group is None:
-            group = self.groups[key] = Group(mapping.policy, mapping.kind)
-        group.mappings += count
-        unit = mapping.page_kb * 1024 * count
-        node_bytes = group.node_bytes
-        for node, pages in mapping.pages.items():
-            node_bytes[node] = node_bytes.get(node, 0) + pages * unit
-        self.mappings += count
 
     def node_bytes(self, kinds: Iterable[str] | None = None) -> dict[int, int]:
         """Bytes per node over all groups, or over the groups of the given kinds."""
@@ -374,6 +320,28 @@ class Summary:
         return sum(g.total_bytes for g in self.groups.values())
 
 
+def fold(counted: Iterable[tuple[Mapping, int]]) -> Summary:
+    """A :class:`Summary` of mappings, each counted as many times as given."""
+    tally: dict[tuple[Policy, str], tuple[list[int], dict[int, int]]] = {}
+    lines = 0
+    for mapping, count in counted:
+        key = (mapping.policy, mapping.kind)
+        found = tally.get(key)
+        if found is None:
+            found = tally[key] = ([0], {})
+        found[0][0] += count
+        unit = mapping.page_kb * 1024 * count
+        node_bytes = found[1]
+        for node, pages in mapping.pages.items():
+            node_bytes[node] = node_bytes.get(node, 0) + pages * unit
+        lines += count
+    groups = {
+        key: Group(policy=key[0], kind=key[1], mappings=n[0], node_bytes=node_bytes)
+        for key, (n, node_bytes) in tally.items()
+    }
+    return Summary(groups=groups, mappings=lines)
+
+
 def summarize(data: bytes | str) -> Summary:
     """Fold a whole numa_maps file into a :class:`Summary`, parsing each distinct line once.
 
@@ -381,21 +349,17 @@ def summarize(data: bytes | str) -> Summary:
     its text.
     """
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    summary = Summary()
     policies: dict[str, Policy] = {}
     # Addresses make every line unique; without them most lines of a big process repeat
     # ("default anon=1 dirty=1 active=0 N0=1 kernelpagesize_kB=4"), so count first.
+    counted = []
     for rest, count in Counter(_REMAINDER.findall(raw)).items():
-        text = rest.decode("utf-8", "replace")
-        mapping = _parse_remainder(text, 0, policies)
+        mapping = _parse_remainder(rest.decode("utf-8", "replace"), 0, policies)
         if mapping is not None:
-            summary.add(mapping, count)
-    return summary
+            counted.append((mapping, count))
+    return fold(counted)
 
 
 def summarize_mappings(mappings: Iterable[Mapping]) -> Summary:
     """Fold already parsed mappings into a :class:`Summary`."""
-    summary = Summary()
-    for mapping in mappings:
-        summary.add(mapping)
-    return summary
+    return fold((mapping, 1) for mapping in mappings)

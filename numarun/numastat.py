@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from numarun import sysfs
+from numarun.value import Value
 
 # The numastat counters in the kernel's (and numastat's) order.
 COUNTERS: tuple[str, ...] = (
@@ -49,18 +50,12 @@ MEMINFO_ROWS: tuple[str, ...] = (
 )
 
 
-class NodeMemory:
+class NodeMemory(Value):
     """One node's memory use (kB, huge page counts as counts) and allocator counters."""
 
-    __slots__ = ("counters", "id", "meminfo")
     id: int
     meminfo: dict[str, int]
     counters: dict[str, int]  # pages; empty where the kernel has no nodeN/numastat
-
-    def __init__(self, node: int, meminfo: dict[str, int], counters: dict[str, int]) -> None:
-        self.id = node
-        self.meminfo = meminfo
-        self.counters = counters
 
     @property
     def total_bytes(self) -> int:
@@ -96,9 +91,9 @@ def node_memory(node: int, root: str | os.PathLike[str] = "/") -> NodeMemory:
     fs = sysfs.Root(root)
     counters_text = fs.read(f"{sysfs.NODE_DIR}/node{node}/numastat")
     return NodeMemory(
-        node,
-        sysfs.node_meminfo(fs, node),
-        parse_counters(counters_text) if counters_text is not None else {},
+        id=node,
+        meminfo=sysfs.node_meminfo(fs, node),
+        counters=parse_counters(counters_text) if counters_text is not None else {},
     )
 
 
@@ -107,7 +102,7 @@ def machine(root: str | os.PathLike[str] = "/") -> dict[int, NodeMemory]:
     fs = sysfs.Root(root)
     ids = sysfs.node_ids(fs)
     if not ids:
-        return {0: NodeMemory(0, sysfs.proc_meminfo(fs), {})}
+        return {0: NodeMemory(id=0, meminfo=sysfs.proc_meminfo(fs), counters={})}
     return {node: node_memory(node, root) for node in ids}
 
 

@@ -24,7 +24,7 @@ from numarun.errors import UsageError
 
 TYPE_CHECKING = False  # typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 PREFIX = "prefix"
 FAST_COMMANDS = ("topology", "placement", "numastat", "migrate")
@@ -290,11 +290,19 @@ class Parsed:
         return value if isinstance(value, bool) else None
 
 
-def show_help(command: str) -> int:
-    """``--help`` on a fast path: the typer application prints it, from the same table."""
-    from numarun.cli import run_app
+class HelpRequested(Exception):  # noqa: N818 - a request, not an error
+    """``--help`` on a fast path: :func:`numarun.__main__.main` hands ``argv`` to the typer
+    application, which prints the help from the same table (raised rather than called, so
+    that this table never imports the CLI built on it)."""
 
-    return run_app(["--help"] if command == PREFIX else [command, "--help"])
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.argv = argv
+
+
+def show_help(command: str) -> NoReturn:
+    """``--help`` on a fast path: the typer application prints it, from the same table."""
+    raise HelpRequested(["--help"] if command == PREFIX else [command, "--help"])
 
 
 def _value(command: str, name: str, argv: list[str], i: int) -> str:

@@ -1,4 +1,4 @@
-"""One plain function per ``/proc/PID`` file that the placement report reads.
+"""One plain function per ``/proc`` file that numarun reads on the live machine.
 
 In the manner of psutil's Linux module: each function opens one file, returns plain values,
 and translates the ways a process read can fail into :class:`~numarun.errors.ProcessError`
@@ -23,6 +23,7 @@ PROC = "/proc"
 # /proc/PID/stat fields are numbered from 1 in proc(5); "processor" (the CPU the task last
 # ran on) is field 39. Fields after the command name start at field 3 (state).
 _STAT_PROCESSOR = 39 - 3
+_STAT_STARTTIME = 22 - 3
 
 
 def _gone(pid: int) -> ProcessError:
@@ -86,6 +87,49 @@ def status(pid: int, proc_root: str = PROC) -> dict[str, str]:
         if colon:
             out[key] = value.strip()
     return out
+
+
+def own_status() -> dict[str, str]:
+    """``/proc/self/status`` of this process: ``Mems_allowed``, ``Seccomp``, ...
+
+    Raises :class:`~numarun.errors.ProcessError` when procfs cannot be read (not mounted,
+    or hidden by a sandbox); callers that can do without it catch that.
+    """
+    out: dict[str, str] = {}
+    try:
+        with open(f"{PROC}/self/status", "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError as err:
+        raise ProcessError(
+            f"cannot read {PROC}/self/status: {err.strerror}", "is procfs mounted?"
+        ) from None
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            out[key] = value.strip()
+    return out
+
+
+def parse_stat_start_ticks(text: str) -> int | None:
+    """Field 22 (start time, clock ticks after boot) of a ``stat`` line; None when odd."""
+    _, paren, rest = text.rpartition(")")
+    fields = rest.split()
+    if not paren or len(fields) <= _STAT_STARTTIME:
+        return None
+    word = fields[_STAT_STARTTIME]
+    return int(word) if word.isascii() and word.isdigit() else None
+
+
+def start_ticks(pid: int, proc_root: str = PROC) -> int | None:
+    """When process ``pid`` started (``/proc/PID/stat`` field 22), or None when it is gone.
+
+    With the PID, this names one process for good: a PID the kernel reuses gets another
+    start time, so a state file never leads to signalling an unrelated process.
+    """
+    try:
+        return parse_stat_start_ticks(read_text(pid, "stat", proc_root))
+    except ProcessError:
+        return None
 
 
 def _status_set(pid: int, fields: dict[str, str], key: str) -> frozenset[int]:
@@ -176,24 +220,28 @@ def pids(proc_root: str = PROC) -> list[int]:
         ) from None
 
 
-def find(pattern: str, proc_root: str = PROC) -> list[int]:
+def find(pattern: str) -> list[int]:
     """Processes whose name or command line contains ``pattern``, as ``numastat -p`` finds them.
 
-    All digits means that PID, whether or not it exists (the caller reports a gone one).
-    Otherwise the pattern is a plain substring of ``Name`` followed by the command line with
-    its NULs as blanks; this process itself is never a match.
+    All ASCII digits means that PID, whether or not it exists (the caller reports a gone
+    one). Otherwise the pattern is a plain substring of the name followed by the command
+    line; this process and its ancestors (the shell or wrapper that started numarun, whose
+    command line holds the pattern too) are never a match. psutil walks the process table:
+    it already skips processes that exit mid-walk and ones it may not read, which a
+    hand-written walk had to repeat; it is imported here only, off every start-up path.
     """
-    if pattern.isdigit():
+    if pattern.isascii() and pattern.isdigit():
         return [int(pattern)]
-    own = os.getpid()
+    import psutil
+
+    me = psutil.Process()
+    skip = {me.pid, *(p.pid for p in me.parents())}
     found: list[int] = []
-    for pid in pids(proc_root):
-        if pid == own:
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.pid in skip:
             continue
-        try:
-            haystack = name(pid, proc_root) + " " + " ".join(cmdline(pid, proc_root))
-        except ProcessError:
-            continue  # exited, or unreadable: not a match
+        name_text = proc.info.get("name") or ""
+        haystack = name_text + " " + " ".join(proc.info.get("cmdline") or ())
         if pattern in haystack:
-            found.append(pid)
-    return found
+            found.append(proc.pid)
+    return sorted(found)

@@ -18,6 +18,7 @@ from numarun import cpulist
 
 TYPE_CHECKING = False  # typing costs ms at start-up; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import TextIO
 
     from numarun.topology import Topology
@@ -39,12 +40,11 @@ def _size(kb: int) -> str:
     return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
 
 
-class _Paint:
-    def __init__(self, on: bool) -> None:
-        self.on = on
-
-    def __call__(self, text: str, code: str) -> str:
-        return f"{code}{text}{_RESET}" if self.on else text
+def _painter(on: bool) -> Callable[[str, str], str]:
+    """``paint(text, code)``: the text in that SGR colour when colour is on, else as it is."""
+    if not on:
+        return lambda text, _code: text
+    return lambda text, code: f"{code}{text}{_RESET}"
 
 
 def warnings(topology: Topology) -> list[str]:
@@ -83,6 +83,7 @@ def warnings(topology: Topology) -> list[str]:
         out.append(
             f"this process may use only CPUs {cpus} and memory nodes {mems} ({allowed.source})"
         )
+    out.extend(topology.notes)  # files read leniently, as hwloc reads them
     if topology.identity.numa_balancing:
         out.append(
             "automatic NUMA balancing is on: the kernel may move pages and tasks away from "
@@ -97,7 +98,7 @@ def _nodes(ids: list[int]) -> str:
 
 def render_drawing(topology: Topology, *, colour: bool = False, width: int = 80) -> str:
     """A compact picture of the machine for a person."""
-    paint = _Paint(colour)
+    paint = _painter(colour)
     lines: list[str] = []
     ident = topology.identity
     who = " ".join(x for x in (ident.sys_vendor, ident.product_name) if x) or "machine"
@@ -144,7 +145,10 @@ def render_drawing(topology: Topology, *, colour: bool = False, width: int = 80)
 
 
 def _core_cell(
-    topology: Topology, group: frozenset[int], usable: frozenset[int], paint: _Paint
+    topology: Topology,
+    group: frozenset[int],
+    usable: frozenset[int],
+    paint: Callable[[str, str], str],
 ) -> str:
     parts = [str(c) if c in usable else f"({c})" for c in sorted(group)]
     text = "[" + " ".join(parts) + "]" if len(group) > 1 else parts[0]

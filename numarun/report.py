@@ -286,7 +286,7 @@ def build_report(
     if not verdicts:
         verdicts = [
             Verdict(
-                policy=Policy("default", frozenset(), frozenset(), "default"),
+                policy=Policy(mode="default", nodes=frozenset(), flags=frozenset(), text="default"),
                 status=SKIP,
                 expected=cpu_nodes,
                 node_bytes={},

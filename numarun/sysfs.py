@@ -10,44 +10,87 @@ machine: :mod:`numarun.topology` does that.
 
 from __future__ import annotations
 
+import bisect
+import errno
 import os
 
 from numarun import cpulist
 from numarun.errors import TopologyError
+from numarun.value import Value
 
 TYPE_CHECKING = False  # typing costs ms at start-up; only the type checker needs it
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Sequence
 
 NODE_DIR = "sys/devices/system/node"
+WEIGHTS_DIR = "sys/kernel/mm/mempolicy/weighted_interleave"
+# Linux's NR_CPUS is at most 8192 (x86, arm64 and POWER allow up to that); lists of CPUs
+# read where no CPU folder bounds them are read up to this, never expanded further.
+MAX_CPUS = 1 << 13
 CPU_DIR = "sys/devices/system/cpu"
 
 
-class Root:
-    """A filesystem root to read sysfs and procfs under."""
+# No sysfs or procfs file numarun reads is near this size; a larger one (a snapshot holding
+# /dev/zero, say) is refused rather than read into memory.
+MAX_FILE_BYTES = 4 << 20
+_CHUNK = 1 << 15
 
-    __slots__ = ("path",)
+
+class Root(Value):
+    """A filesystem root to read sysfs and procfs under, and what reading it noticed."""
+
+    path: str
+    # What was read as hwloc reads it (an empty or unreadable file): {what: [paths]}.
+    noticed: dict[str, list[str]]
 
     def __init__(self, path: str | os.PathLike[str] = "/") -> None:
-        self.path = os.fspath(path)
+        super().__init__(path=os.fspath(path), noticed={})
 
     def join(self, rel: str) -> str:
         return os.path.join(self.path, rel)
 
-    def read(self, rel: str) -> str | None:
-        """The file's text, or None when it does not exist."""
+    def notice(self, rel: str, what: str) -> None:
+        """Note that ``rel`` was read leniently; :meth:`notes` words them, one per kind."""
+        self.noticed.setdefault(what, []).append(self.join(rel))
+
+    def notes(self) -> tuple[str, ...]:
+        """One line per kind of leniency: ``{what}: PATH`` (and how many more like it)."""
+        out = []
+        for what, paths in self.noticed.items():
+            more = f" and {len(paths) - 1} more like it" if len(paths) > 1 else ""
+            out.append(f"{paths[0]}{more}: {what}")
+        return tuple(out)
+
+    def read(self, rel: str, *, quiet: bool = False) -> str | None:
+        """The file's text, or None when it does not exist or cannot be read.
+
+        A file that exists but cannot be read (EACCES, or the EINVAL/EIO that sysfs
+        attributes give when the hardware cannot answer) is read as absent and noticed,
+        unless ``quiet``: hwloc does the same, and one odd attribute must not cost the
+        whole topology.
+        """
         path = self.join(rel)
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return f.read()
+            with open(path, "rb", buffering=0) as f:
+                # procfs hands out a page or so per read: read to the end, up to the limit
+                chunks = [f.read(_CHUNK)]
+                size = len(chunks[0])
+                while chunks[-1] and size <= MAX_FILE_BYTES:
+                    chunks.append(f.read(_CHUNK))
+                    size += len(chunks[-1])
+            data = b"".join(chunks)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
-            # EINVAL/EIO come from sysfs attributes the hardware cannot answer.
+            if not quiet:
+                self.notice(rel, f"cannot be read ({_errno_name(err)}); read as absent")
+            return None
+        if len(data) > MAX_FILE_BYTES:
             raise TopologyError(
-                f"cannot read {path}: {err.strerror}",
-                "check the sysfs root (--root) or run with enough privileges",
-            ) from None
+                f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB, which no sysfs file is",
+                "check the sysfs root (--root)",
+            )
+        return data.decode("utf-8", "replace")
 
     def listdir(self, rel: str) -> list[str]:
         try:
@@ -61,46 +104,118 @@ class Root:
         return os.path.exists(self.join(rel))
 
     def read_int(self, rel: str) -> int | None:
+        """A number; None when absent, or empty (noticed: old kernels leave some empty)."""
         text = self.read(rel)
         if text is None:
             return None
-        try:
-            return int(text.strip())
-        except ValueError:
+        if not text.strip("\x00 \n\t"):
+            self.notice(rel, "is empty; read as absent")
+            return None
+        return self.parse_int(rel, text)
+
+    def parse_int(self, rel: str, text: str) -> int:
+        """The number in ``text`` (read from ``rel``); refused when it is not one."""
+        stripped = text.strip("\x00 \n\t")
+        # ASCII digits only: int() would also take "٣"
+        if not stripped.isascii() or not stripped.removeprefix("-").isdigit():
             raise TopologyError(
-                f"{self.join(rel)} holds {text.strip()[:40]!r}, not a number",
+                f"{self.join(rel)} holds {stripped[:40]!r}, not a number",
                 "the snapshot or sysfs is damaged",
-            ) from None
+            )
+        return int(stripped)
 
-    def read_list(self, rel: str) -> frozenset[int] | None:
-        """A file in the kernel's list format (``0-3,8``)."""
-        return self._read_set(rel, cpulist.parse_list)
+    def read_list(
+        self, rel: str, within: Sequence[int] | None = None, *, strict: bool = False
+    ) -> frozenset[int] | None:
+        """A file in the kernel's list format (``0-3,8``).
 
-    def read_mask(self, rel: str) -> frozenset[int] | None:
-        """A file in the kernel's hex mask format (``00000000,0000000f``)."""
-        return self._read_set(rel, cpulist.parse_mask)
-
-    def _read_set(self, rel: str, parse: Callable[[str], frozenset[int]]) -> frozenset[int] | None:
+        With ``within`` (sorted ids), only those are kept, and a file naming
+        ``0-999999999`` costs no more than they do; ``strict`` refuses a file that names
+        others (a list of what is online names only CPUs or nodes that have folders).
+        """
         text = self.read(rel)
         if text is None:
             return None
         try:
-            return parse(text)
+            if within is None:
+                return cpulist.parse_list(text)
+            found, named = within_list(text, within)
         except ValueError as err:
             raise TopologyError(
                 f"{self.join(rel)}: {err}", "the snapshot or sysfs is damaged"
             ) from None
+        if strict and named > len(found):
+            raise TopologyError(
+                f"{self.join(rel)} names {named} ids, of which only {len(found)} exist here",
+                "the snapshot or sysfs is damaged",
+            )
+        return found
 
-    def read_set(self, list_rel: str, mask_rel: str) -> frozenset[int] | None:
+    def read_mask(self, rel: str, within: Sequence[int] | None = None) -> frozenset[int] | None:
+        """A file in the kernel's hex mask format (``00000000,0000000f``), bits in ``within``."""
+        text = self.read(rel)
+        if text is None:
+            return None
+        if within is not None:  # keep the words that can hold a bit of within: 4 per digit
+            digits = text.replace("\x00", "").strip().replace(",", "")
+            text = digits[-((within[-1] if within else 0) // 4 + 1) :] if digits else digits
+        try:
+            found = cpulist.parse_mask(text)
+        except ValueError as err:
+            raise TopologyError(
+                f"{self.join(rel)}: {err}", "the snapshot or sysfs is damaged"
+            ) from None
+        return found if within is None else found & frozenset(within)
+
+    def read_set(
+        self, list_rel: str, mask_rel: str, within: Sequence[int] | None = None
+    ) -> frozenset[int] | None:
         """The list-format file if present, else the older mask-format twin."""
-        found = self.read_list(list_rel)
-        return found if found is not None else self.read_mask(mask_rel)
+        found = self.read_list(list_rel, within)
+        return found if found is not None else self.read_mask(mask_rel, within)
+
+
+def within_list(text: str, within: Sequence[int]) -> tuple[frozenset[int], int]:
+    """The ids of a kernel list that are in ``within`` (sorted), and how many it names.
+
+    Never expands a range: each is matched against ``within`` by bisection, so a list
+    naming ``0-999999999`` costs what ``within`` holds. Malformed items raise the
+    :class:`ValueError` of :func:`numarun.cpulist.parse_list`.
+    """
+    found: set[int] = set()
+    named = 0
+    text = text.replace("\x00", "").strip()
+    for item in text.split(",") if text else ():
+        rng, colon, stride = item.strip().partition(":")
+        lo_text, dash, hi_text = rng.partition("-")
+        used_text, _, group_text = stride.partition("/")
+        words = [lo_text, *([hi_text] if dash else []), *([used_text, group_text] if colon else [])]
+        if not all(w.isascii() and w.isdigit() for w in words):
+            cpulist.parse_list(item)  # raises, naming the item
+            raise ValueError(f"{item!r} in list {text!r} is not a number or range")
+        lo = int(lo_text)
+        hi = int(hi_text) if dash else lo
+        used, group = (int(used_text), int(group_text)) if colon else (1, 1)
+        if hi < lo or not 0 < used <= group:
+            cpulist.parse_list(item)
+            raise ValueError(f"{item!r} in list {text!r} is not a valid range")
+        span = hi - lo + 1
+        named += span // group * used + min(span % group, used)
+        start, end = bisect.bisect_left(within, lo), bisect.bisect_right(within, hi)
+        found.update(x for x in within[start:end] if (x - lo) % group < used)
+    return frozenset(found), named
+
+
+def _errno_name(err: OSError) -> str:
+    return errno.errorcode.get(err.errno or 0, str(err.errno)) if err.errno else str(err)
 
 
 def numbered_entries(names: list[str], prefix: str) -> list[int]:
     """``["node0", "node8", "online"]`` with prefix ``node`` -> ``[0, 8]``, sorted."""
     out = [
-        int(n[len(prefix) :]) for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()
+        int(n[len(prefix) :])
+        for n in names
+        if n.startswith(prefix) and n[len(prefix) :].isascii() and n[len(prefix) :].isdigit()
     ]
     out.sort()
     return out
@@ -113,9 +228,15 @@ def node_ids(root: Root) -> list[int]:
     return numbered_entries(root.listdir(NODE_DIR), "node")
 
 
-def node_cpus(root: Root, node: int) -> frozenset[int] | None:
+# Linux numbers nodes below MAX_NUMNODES (1 << CONFIG_NODES_SHIFT, at most 1024 today);
+# lists of possible nodes are read up to this bound, never expanded further.
+MAX_NODES = 1 << 12
+
+
+def node_cpus(root: Root, node: int, cpus: Sequence[int] | None = None) -> frozenset[int] | None:
+    """The CPUs a node lists, of ``cpus`` (firmware may list CPUs that do not exist)."""
     base = f"{NODE_DIR}/node{node}"
-    return root.read_set(f"{base}/cpulist", f"{base}/cpumap")
+    return root.read_set(f"{base}/cpulist", f"{base}/cpumap", cpus)
 
 
 def node_meminfo(root: Root, node: int) -> dict[str, int]:
@@ -128,17 +249,22 @@ def node_distances(root: Root, node: int) -> list[int] | None:
     text = root.read(f"{NODE_DIR}/node{node}/distance")
     if text is None:
         return None
-    try:
-        return [int(x) for x in text.split()]
-    except ValueError:
+    words = text.split()
+    if not all(w.isascii() and w.isdigit() for w in words):
         raise TopologyError(
             f"{root.join(f'{NODE_DIR}/node{node}/distance')} is not a list of numbers",
             "the snapshot or sysfs is damaged",
-        ) from None
+        )
+    return [int(w) for w in words]
 
 
-def nodes_online(root: Root) -> frozenset[int] | None:
-    return root.read_list(f"{NODE_DIR}/online")
+def nodes_online(root: Root, nodes: Sequence[int] | None = None) -> frozenset[int] | None:
+    """``node/online``; refused when it names a node not in ``nodes`` (the node folders)."""
+    return root.read_list(f"{NODE_DIR}/online", nodes, strict=True)
+
+
+def nodes_possible(root: Root) -> frozenset[int] | None:
+    return root.read_list(f"{NODE_DIR}/possible", range(MAX_NODES))
 
 
 # --- /sys/devices/system/cpu ----------------------------------------------------------
@@ -148,14 +274,33 @@ def cpu_ids(root: Root) -> list[int]:
     return numbered_entries(root.listdir(CPU_DIR), "cpu")
 
 
-def cpus_online(root: Root) -> frozenset[int] | None:
-    return root.read_list(f"{CPU_DIR}/online")
+def cpus_online(root: Root, cpus: Sequence[int] | None = None) -> frozenset[int] | None:
+    """``cpu/online``: None when absent or empty (then each CPU's flag decides).
+
+    Refused when it names a CPU not in ``cpus`` (the CPU folders): online CPUs have
+    folders, so such a list (``0-999999999``) is damage, found without expanding it.
+    """
+    rel = f"{CPU_DIR}/online"
+    text = root.read(rel)
+    if text is not None and not text.strip("\x00 \n\t"):
+        root.notice(rel, "is empty; each CPU's online flag was read instead")
+        return None
+    return root.read_list(rel, cpus, strict=True) if text is not None else None
 
 
 def cpu_online_flag(root: Root, cpu: int) -> bool | None:
-    """``cpuN/online`` (absent for CPUs that cannot be hot-unplugged, such as cpu0)."""
-    value = root.read_int(f"{CPU_DIR}/cpu{cpu}/online")
-    return None if value is None else value != 0
+    """``cpuN/online`` (absent for CPUs that cannot be hot-unplugged, such as cpu0).
+
+    An empty flag (old kernels, captured snapshots) means online, as hwloc reads it.
+    """
+    rel = f"{CPU_DIR}/cpu{cpu}/online"
+    text = root.read(rel)
+    if text is None:
+        return None
+    if not text.strip("\x00 \n\t"):
+        root.notice(rel, "is empty; read as online, as hwloc does")
+        return True
+    return root.parse_int(rel, text) != 0
 
 
 def cpu_topology_int(root: Root, cpu: int, name: str) -> int | None:
@@ -167,13 +312,18 @@ def cpu_has_topology(root: Root, cpu: int) -> bool:
     return root.exists(f"{CPU_DIR}/cpu{cpu}/topology")
 
 
-def cpu_siblings(root: Root, cpu: int) -> frozenset[int] | None:
+def cpu_siblings(root: Root, cpu: int, cpus: Sequence[int] | None = None) -> frozenset[int] | None:
     """The SMT siblings of a CPU, itself included, from the newest file the kernel has."""
     base = f"{CPU_DIR}/cpu{cpu}/topology"
-    found = root.read_set(f"{base}/core_cpus_list", f"{base}/core_cpus")
+    found = root.read_set(f"{base}/core_cpus_list", f"{base}/core_cpus", cpus)
     if found is None:
-        found = root.read_set(f"{base}/thread_siblings_list", f"{base}/thread_siblings")
+        found = root.read_set(f"{base}/thread_siblings_list", f"{base}/thread_siblings", cpus)
     return found
+
+
+def cpus_isolated(root: Root) -> frozenset[int] | None:
+    """``cpu/isolated``: CPUs kept from the scheduler (``isolcpus=``); None when absent."""
+    return root.read_list(f"{CPU_DIR}/isolated", range(MAX_CPUS))
 
 
 def cpu_node_links(root: Root, cpu: int) -> list[int]:
@@ -203,22 +353,23 @@ def proc_meminfo(root: Root) -> dict[str, int]:
 
 
 def proc_stat_cpus(root: Root) -> dict[int, tuple[int, int]]:
-    """The ``cpuN`` lines of ``/proc/stat`` as (busy, total) jiffies; {} when unreadable."""
-    try:
-        text = root.read("proc/stat")
-    except TopologyError:  # only a tie-break reads it: no load is no reason to refuse
-        return {}
+    """The ``cpuN`` lines of ``/proc/stat`` as (busy, total) jiffies; {} when unreadable.
+
+    Busy is everything but idle and iowait. Only a tie-break (node choice by load) reads
+    it, so a file that is missing or odd gives {} rather than a refusal.
+    """
     out: dict[int, tuple[int, int]] = {}
-    for line in (text or "").splitlines():
+    for line in (root.read("proc/stat", quiet=True) or "").splitlines():
         name, _, rest = line.partition(" ")
-        if not name.startswith("cpu") or not name[3:].isdecimal() or not name[3:].isascii():
+        number = name[3:]
+        if not name.startswith("cpu") or not (number.isascii() and number.isdecimal()):
             continue
-        try:
-            values = [int(v) for v in rest.split()]
-        except ValueError:
+        words = rest.split()
+        if not all(w.isascii() and w.isdecimal() for w in words):
             continue
+        values = [int(w) for w in words]
         idle = sum(values[3:5])  # idle + iowait
-        out[int(name[3:])] = (sum(values) - idle, sum(values))
+        out[int(number)] = (sum(values) - idle, sum(values))
     return out
 
 
@@ -263,6 +414,21 @@ def proc_mounts(root: Root) -> list[tuple[str, str, str, list[str]]]:
     return out
 
 
+def interleave_weights(root: Root) -> dict[int, int]:
+    """``/sys/kernel/mm/mempolicy/weighted_interleave/nodeN``: each node's weight.
+
+    Empty before Linux 6.9 (no such directory). A weight file that cannot be read or
+    does not hold a number is left out: weights only shape what the kernel does anyway.
+    """
+    out: dict[int, int] = {}
+    for node in numbered_entries(root.listdir(WEIGHTS_DIR), "node"):
+        text = root.read(f"{WEIGHTS_DIR}/node{node}", quiet=True)
+        word = (text or "").strip()
+        if word.isascii() and word.isdigit():
+            out[node] = int(word)
+    return out
+
+
 def numa_balancing(root: Root) -> bool | None:
     value = root.read_int("proc/sys/kernel/numa_balancing")
     return None if value is None else value != 0
@@ -282,7 +448,7 @@ def kernel_release(root: Root) -> str | None:
 def dmi(root: Root, name: str) -> str | None:
     """A DMI identity string (``sys_vendor``, ``product_name``), stripped; None if absent."""
     for base in ("sys/class/dmi/id", "sys/devices/virtual/dmi/id"):
-        text = root.read(f"{base}/{name}")
+        text = root.read(f"{base}/{name}", quiet=True)  # some are root-only: a nicety
         if text is not None:
             return text.strip() or None
     return None

@@ -23,7 +23,8 @@ Truths chosen where tools disagree (each tested against ``../shared/topologies``
 
 The classes are :class:`numarun.value.Value` records rather than dataclasses on purpose:
 importing :mod:`dataclasses` costs ~15 ms here, a large share of ``numarun topology``'s
-run time.
+run time. They are also the JSON schema: :meth:`Topology.to_dict` and :func:`from_dict`
+(the snapshot reader and its validation) are derived from their annotations.
 """
 
 from __future__ import annotations
@@ -32,31 +33,44 @@ import os
 
 from numarun import sysfs
 from numarun.errors import TopologyError
-from numarun.value import Value
+from numarun.value import DecodeError, Layout, Value, decode, encode, layout, same_as
 
 # typing and collections.abc are needed only by the type checker; importing them costs
 # several ms on every run of `numarun topology`, so they stay out of the runtime path.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from typing import Any
+    from typing import Any, ClassVar
+
+    CpusetFound = tuple[frozenset[int] | None, frozenset[int] | None, str]
+    _Mounts = list[tuple[str, str, str, list[str]]]
 
 SNAPSHOT_FORMAT = "numarun-topology"
 SNAPSHOT_VERSION = 1
+
+# The record classes below are the one definition of the model, of its JSON (``--json``
+# and snapshots: :func:`numarun.value.encode`) and of a snapshot's validation
+# (:func:`numarun.value.decode`). Defaults are what a snapshot may leave out; a field
+# added later is one annotated line (with a default, so older snapshots still load).
+# Keys computed from the whole topology are in each class's ``_json`` layout.
 
 
 class Cpu(Value):
     """One logical CPU (a hardware thread, hwloc's PU)."""
 
     id: int
-    online: bool
-    node: int | None  # None: no node lists it (seen with offline nodes)
-    package: int | None  # physical_package_id; None where the kernel gives no topology
-    die: int | None
-    cluster: int | None
-    core_id: int | None  # sysfs core_id: NOT unique across packages
-    core: int | None  # index into Topology.cores; None for offline CPUs
-    siblings: frozenset[int]  # SMT siblings, itself included
+    online: bool = True
+    node: int | None = None  # None: no node lists it (seen with offline nodes)
+    package: int | None = None  # physical_package_id; None where the kernel gives no topology
+    die: int | None = None
+    cluster: int | None = None
+    core_id: int | None = None  # sysfs core_id: NOT unique across packages
+    core: int | None = None  # index into Topology.cores; None for offline CPUs
+    siblings: frozenset[int] = frozenset()  # SMT siblings, itself included
+
+    _json: ClassVar[Layout] = layout(
+        "id online allowed", allowed=lambda cpu, topo: cpu.id in topo.allowed.cpus
+    )
 
 
 class Core(Value):
@@ -64,8 +78,8 @@ class Core(Value):
 
     index: int
     cpus: frozenset[int]
-    package: int | None
-    node: int | None
+    package: int | None = None
+    node: int | None = None
 
 
 class Node(Value):
@@ -73,9 +87,17 @@ class Node(Value):
 
     id: int
     cpus: frozenset[int]  # every CPU the node lists, online or not
-    memory_total_kb: int
-    memory_free_kb: int
-    distances: dict[int, int]  # node id -> distance (10 = local)
+    memory_total_kb: int = 0
+    memory_free_kb: int = 0
+    distances: dict[int, int] = {}  # noqa: RUF012 - node id -> distance (10 = local)
+
+    _json: ClassVar[Layout] = layout(
+        "id cpus has_cpus has_memory memory_total_kb memory_free_kb allowed_cpus allowed_memory",
+        has_cpus=lambda node, topo: topo.has_cpus(node.id),
+        has_memory=lambda node, _topo: node.has_memory,
+        allowed_cpus=lambda node, topo: topo.usable_cpus(node.id),
+        allowed_memory=lambda node, topo: node.id in topo.allowed.mems,
+    )
 
     @property
     def has_memory(self) -> bool:
@@ -83,36 +105,48 @@ class Node(Value):
 
 
 class Allowed(Value):
-    """What this process may use, and where that limit came from."""
+    """What this process may use, and where each limit came from.
+
+    ``cpus``/``mems`` are what it may use now: its inherited affinity (``taskset``, a
+    launcher) within its cgroup cpuset. ``cpuset_cpus``/``cpuset_mems`` are what the
+    cpuset alone allows (the whole machine when none applies): the limit up to which
+    explicit CPU and node options may widen the affinity.
+    """
 
     cpus: frozenset[int]
     mems: frozenset[int]
-    source: str  # e.g. "cgroup v2 /sys/fs/cgroup/job1" or "/proc/self/status"
-    # What the cgroup's cpuset allows alone (every CPU and node when none applies): the
-    # limit that explicit options may widen the inherited affinity to.
-    cpuset_cpus: frozenset[int]
-    cpuset_mems: frozenset[int]
-    cpuset_source: str  # "cgroup v2 /sys/fs/cgroup/job1", or "whole machine"
+    source: str = "snapshot"  # e.g. "/proc/self/status and cgroup v2 /sys/fs/cgroup/job1"
+    cpuset_cpus: frozenset[int] = same_as("cpus")
+    cpuset_mems: frozenset[int] = same_as("mems")
+    cpuset_source: str = same_as("source")  # "cgroup v2 /sys/fs/cgroup/job1", "whole machine"
 
 
 class Identity(Value):
     """Who the machine is, and kernel settings that matter for placement."""
 
-    sys_vendor: str | None  # DMI, e.g. "Amazon EC2"
-    product_name: str | None  # DMI, e.g. "r5.24xlarge"
-    numa_balancing: bool | None  # /proc/sys/kernel/numa_balancing
-    kernel: str | None  # release, e.g. "6.1.0-18-amd64"
+    sys_vendor: str | None = None  # DMI, e.g. "Amazon EC2"
+    product_name: str | None = None  # DMI, e.g. "r5.24xlarge"
+    numa_balancing: bool | None = None  # /proc/sys/kernel/numa_balancing
+    kernel: str | None = None  # release, e.g. "6.1.0-18-amd64"
 
 
 class Topology(Value):
     """The whole machine, with what this process is allowed to use marked."""
 
+    source: str = "snapshot"  # the sysfs root or snapshot it was read from
+    identity: Identity = Identity()
+    allowed: Allowed
     nodes: dict[int, Node]  # by id, ascending; ids may be sparse (0, 8, 250-255)
     cpus: dict[int, Cpu]  # by id, ascending
     cores: tuple[Core, ...]  # physical cores of online CPUs, by lowest CPU
-    allowed: Allowed
-    identity: Identity
-    source: str  # the sysfs root or snapshot it was read from
+    notes: tuple[str, ...] = ()  # files read as hwloc reads them (empty, unreadable)
+
+    _json: ClassVar[Layout] = layout(
+        "format version",
+        format=lambda _topo, _root: SNAPSHOT_FORMAT,
+        version=lambda _topo, _root: SNAPSHOT_VERSION,
+        omit_default="notes",
+    )
 
     def online_cpus(self) -> frozenset[int]:
         return frozenset(c.id for c in self.cpus.values() if c.online)
@@ -170,53 +204,7 @@ class Topology(Value):
 
     def to_dict(self) -> dict[str, Any]:
         """The whole model as JSON-ready data (the ``--json`` and snapshot format)."""
-        return {
-            "format": SNAPSHOT_FORMAT,
-            "version": SNAPSHOT_VERSION,
-            "source": self.source,
-            "identity": {n: getattr(self.identity, n) for n in Identity._fields},
-            "allowed": {
-                "cpus": sorted(self.allowed.cpus),
-                "mems": sorted(self.allowed.mems),
-                "source": self.allowed.source,
-                "cpuset_cpus": sorted(self.allowed.cpuset_cpus),
-                "cpuset_mems": sorted(self.allowed.cpuset_mems),
-                "cpuset_source": self.allowed.cpuset_source,
-            },
-            "nodes": [
-                {
-                    "id": n.id,
-                    "cpus": sorted(n.cpus),
-                    "has_cpus": self.has_cpus(n.id),
-                    "has_memory": n.has_memory,
-                    "memory_total_kb": n.memory_total_kb,
-                    "memory_free_kb": n.memory_free_kb,
-                    "allowed_cpus": sorted(self.usable_cpus(n.id)),
-                    "allowed_memory": n.id in self.allowed.mems,
-                    "distances": {str(k): v for k, v in n.distances.items()},
-                }
-                for n in self.nodes.values()
-            ],
-            "cpus": [
-                {
-                    "id": c.id,
-                    "online": c.online,
-                    "allowed": c.id in self.allowed.cpus,
-                    "node": c.node,
-                    "package": c.package,
-                    "die": c.die,
-                    "cluster": c.cluster,
-                    "core_id": c.core_id,
-                    "core": c.core,
-                    "siblings": sorted(c.siblings),
-                }
-                for c in self.cpus.values()
-            ],
-            "cores": [
-                {"index": k.index, "cpus": sorted(k.cpus), "package": k.package, "node": k.node}
-                for k in self.cores
-            ],
-        }
+        return encode(self)
 
 
 # --- building the model -----------------------------------------------------------------
@@ -248,12 +236,18 @@ def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self"
         kernel=sysfs.kernel_release(fs),
     )
     return Topology(
-        nodes=nodes, cpus=cpus, cores=cores, allowed=allowed, identity=identity, source=fs.path
+        nodes=nodes,
+        cpus=cpus,
+        cores=cores,
+        allowed=allowed,
+        identity=identity,
+        source=fs.path,
+        notes=fs.notes(),
     )
 
 
 def _online_cpus(fs: sysfs.Root, cpu_ids: list[int]) -> frozenset[int]:
-    listed = sysfs.cpus_online(fs)
+    listed = sysfs.cpus_online(fs, cpu_ids)
     if listed is not None:
         return listed
     # Old kernels: no cpu/online; each hot-pluggable CPU has its own online flag, and a
@@ -279,13 +273,12 @@ def _read_nodes(fs: sysfs.Root, cpu_ids: list[int]) -> dict[int, Node]:
                 distances={0: 10},
             )
         }
-    known = frozenset(cpu_ids)
     # nodeN/distance lists distances to the *online* nodes, in id order.
     ids_set = frozenset(ids)
     candidates = [
-        sorted(sysfs.nodes_online(fs) or ids),
+        sorted(sysfs.nodes_online(fs, ids) or ids),
         ids,
-        sorted(fs.read_list(f"{sysfs.NODE_DIR}/possible") or ()),
+        sorted(sysfs.nodes_possible(fs) or ()),
     ]
     nodes: dict[int, Node] = {}
     for node in ids:
@@ -299,7 +292,7 @@ def _read_nodes(fs: sysfs.Root, cpu_ids: list[int]) -> dict[int, Node]:
             id=node,
             # Some firmware lists CPUs that do not exist (POWER9: node 0 = 0-87 with 16
             # present); only CPUs the kernel has a folder for are real.
-            cpus=(sysfs.node_cpus(fs, node) or frozenset()) & known,
+            cpus=sysfs.node_cpus(fs, node, cpu_ids) or frozenset(),
             memory_total_kb=mem.get("MemTotal", 0),
             memory_free_kb=mem.get("MemFree", 0),
             distances=distances,
@@ -313,7 +306,7 @@ def _read_cpus(
     raw: dict[int, dict[str, Any]] = {}
     for cpu in cpu_ids:
         is_online = cpu in online
-        siblings = sysfs.cpu_siblings(fs, cpu) if is_online else None
+        siblings = sysfs.cpu_siblings(fs, cpu, cpu_ids) if is_online else None
         raw[cpu] = {
             "online": is_online,
             "package": sysfs.cpu_topology_int(fs, cpu, "physical_package_id"),
@@ -368,27 +361,23 @@ def _read_allowed(
 ) -> Allowed:
     cpus, mems, sources = all_cpus, all_nodes, []
     status = sysfs.proc_status(fs, pid)
-    try:
-        from numarun import cpulist
-
-        if "Cpus_allowed_list" in status:
-            cpus = cpus & cpulist.parse_list(status["Cpus_allowed_list"])
-            mems = mems & cpulist.parse_list(status.get("Mems_allowed_list", ""))
-            sources.append(f"/proc/{pid}/status")
-    except ValueError as err:
-        raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
+    if "Cpus_allowed_list" in status:
+        try:
+            # Only CPUs and nodes that exist are kept, so a huge list costs nothing.
+            cpus = sysfs.within_list(status["Cpus_allowed_list"], sorted(all_cpus))[0]
+            mems = sysfs.within_list(status.get("Mems_allowed_list", ""), sorted(all_nodes))[0]
+        except ValueError as err:
+            raise TopologyError(f"/proc/{pid}/status under {fs.path}: {err}") from None
+        sources.append(f"/proc/{pid}/status")
     found = _cgroup_cpuset(fs, pid)
     cpuset_cpus, cpuset_mems, cpuset_source = all_cpus, all_nodes, "whole machine"
     if found is not None:
-        cg_cpus, cg_mems, where = found
+        cg_cpus, cg_mems, cpuset_source = found
         if cg_cpus is not None:
-            cpus = cpus & cg_cpus
-            cpuset_cpus = all_cpus & cg_cpus
+            cpus, cpuset_cpus = cpus & cg_cpus, all_cpus & cg_cpus
         if cg_mems is not None:
-            mems = mems & cg_mems
-            cpuset_mems = all_nodes & cg_mems
-        sources.append(where)
-        cpuset_source = where
+            mems, cpuset_mems = mems & cg_mems, all_nodes & cg_mems
+        sources.append(cpuset_source)
     return Allowed(
         cpus=cpus,
         mems=mems,
@@ -411,43 +400,47 @@ def read_cgroup_cpuset(
     return _cgroup_cpuset(sysfs.Root(root), pid)
 
 
-def _cgroup_cpuset(
-    fs: sysfs.Root, pid: int | str
-) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
-    """The cpuset cgroup's effective CPUs and nodes, from cgroup v2 or the v1 cpuset."""
+def _cgroup_cpuset(fs: sysfs.Root, pid: int | str) -> CpusetFound | None:
+    """The cpuset cgroup's CPUs and nodes, from cgroup v2 or the v1 cpuset, wherever mounted."""
     mounts = sysfs.proc_mounts(fs)
     for hierarchy, controllers, path in sysfs.proc_cgroups(fs, pid):
-        if hierarchy == "0" and not controllers:  # the unified (v2) hierarchy
-            for _dev, point, fstype, _opts in mounts:
-                if fstype == "cgroup2":
-                    base = _under(point, path)
-                    cpus = fs.read_list(f"{base}/cpuset.cpus.effective")
-                    mems = fs.read_list(f"{base}/cpuset.mems.effective")
-                    if cpus is not None or mems is not None:
-                        return cpus, mems, f"cgroup v2 {_shown(point, path)}"
-        elif "cpuset" in controllers:
-            found = _cpuset_v1(fs, mounts, path)
+        unified = hierarchy == "0" and not controllers
+        if unified or "cpuset" in controllers:
+            found = _cpuset_at(fs, mounts, path, v1=not unified, v2=unified)
             if found is not None:
                 return found
-    # Old kernels, and snapshots without a cgroup file: /proc/PID/cpuset names the path.
-    v1_path = sysfs.proc_cpuset_path(fs, pid)
-    return _cpuset_v1(fs, mounts, v1_path) if v1_path is not None else None
+    # Old kernels, and snapshots without a cgroup file: /proc/PID/cpuset names the path,
+    # which may lie under a cgroup2 mount (Slurm: /cgroup/unified) as well as a v1 cpuset
+    # mount. Like hwloc, take the first mount of either kind that has it.
+    named = sysfs.proc_cpuset_path(fs, pid)
+    return _cpuset_at(fs, mounts, named, v1=True, v2=True) if named is not None else None
 
 
-def _cpuset_v1(
-    fs: sysfs.Root, mounts: list[tuple[str, str, str, list[str]]], path: str
-) -> tuple[frozenset[int] | None, frozenset[int] | None, str] | None:
+def _cpuset_at(
+    fs: sysfs.Root, mounts: _Mounts, path: str, *, v1: bool, v2: bool
+) -> CpusetFound | None:
+    """The sets of cgroup ``path`` under the first mount (of the kinds asked) that has it."""
     for _dev, point, fstype, opts in mounts:
-        if fstype == "cpuset" or (fstype == "cgroup" and "cpuset" in opts):
-            base = _under(point, path)
+        base = _under(point, path)
+        if fstype == "cgroup2" and v2:
+            # The kernel's effective sets: the cgroup's own, within its ancestors'.
+            names = ["cpuset.cpus.effective", "cpuset.mems.effective"]
+            kind = "cgroup v2"
+        elif (fstype == "cpuset" or (fstype == "cgroup" and "cpuset" in opts)) and v1:
             # v1 keeps the configured sets in cpuset.cpus/mems (or cpus/mems when mounted
             # as the old "cpuset" filesystem); read those first, as hwloc does. The kernel
             # intersects them with online CPUs, which the topology does anyway.
-            for prefix in ("cpuset.", "", "cpuset.effective_"):
-                cpus = fs.read_list(f"{base}/{prefix}cpus")
-                mems = fs.read_list(f"{base}/{prefix}mems")
-                if cpus is not None or mems is not None:
-                    return cpus, mems, f"cpuset {_shown(point, path)}"
+            names = ["cpuset.cpus", "cpuset.mems", "cpus", "mems"]
+            names += ["cpuset.effective_cpus", "cpuset.effective_mems"]
+            kind = "cpuset"
+        else:
+            continue
+        for cpus_name, mems_name in zip(names[::2], names[1::2], strict=True):
+            # No CPU folder bounds a cgroup's lists here: read them up to what Linux allows.
+            cpus = fs.read_list(f"{base}/{cpus_name}", range(sysfs.MAX_CPUS))
+            mems = fs.read_list(f"{base}/{mems_name}", range(sysfs.MAX_NODES))
+            if cpus is not None or mems is not None:
+                return cpus, mems, f"{kind} {_shown(point, path)}"
     return None
 
 
@@ -499,55 +492,57 @@ def load_topology(path: str | os.PathLike[str] | None = None) -> Topology:
     return from_dict(data, where=os.fspath(path))
 
 
-def from_dict(data: object, *, where: str = "snapshot") -> Topology:
-    """Rebuild a topology from :meth:`Topology.to_dict` output, validating it first."""
-    from numarun.snapshot import validate_snapshot
+def from_dict(data: object, *, where: str = "") -> Topology:
+    """Rebuild a topology from :meth:`Topology.to_dict` output, validating it first.
 
-    snap = validate_snapshot(data, where)
-    nodes = {
-        n.id: Node(
-            id=n.id,
-            cpus=frozenset(n.cpus),
-            memory_total_kb=n.memory_total_kb,
-            memory_free_kb=n.memory_free_kb,
-            distances=dict(n.distances),
+    ``where`` (the file it came from) starts every message about it.
+    """
+    fix = "save one with 'numarun topology --save FILE'"
+    where = where or "data"
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise TopologyError(
+            f"{where} is not a numarun topology snapshot (format is {found!r}, "
+            f"expected {SNAPSHOT_FORMAT!r})",
+            fix,
         )
-        for n in sorted(snap.nodes, key=lambda n: n.id)
-    }
-    cpus = {
-        c.id: Cpu(
-            id=c.id,
-            online=c.online,
-            node=c.node,
-            package=c.package,
-            die=c.die,
-            cluster=c.cluster,
-            core_id=c.core_id,
-            core=c.core,
-            siblings=frozenset(c.siblings),
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > SNAPSHOT_VERSION:
+        raise TopologyError(
+            f"snapshot {where}: version {version!r} is not one this numarun reads "
+            f"(1 to {SNAPSHOT_VERSION})",
+            "save it again with this numarun, or update numarun",
         )
-        for c in sorted(snap.cpus, key=lambda c: c.id)
-    }
-    cores = tuple(
-        Core(index=k.index, cpus=frozenset(k.cpus), package=k.package, node=k.node)
-        for k in sorted(snap.cores, key=lambda k: k.index)
-    )
-    return Topology(
-        nodes=nodes,
-        cpus=cpus,
-        cores=cores,
-        allowed=Allowed(
-            cpus=frozenset(snap.allowed.cpus),
-            mems=frozenset(snap.allowed.mems),
-            source=snap.allowed.source,
-            cpuset_cpus=frozenset(
-                snap.allowed.cpus if snap.allowed.cpuset_cpus is None else snap.allowed.cpuset_cpus
-            ),
-            cpuset_mems=frozenset(
-                snap.allowed.mems if snap.allowed.cpuset_mems is None else snap.allowed.cpuset_mems
-            ),
-            cpuset_source=snap.allowed.cpuset_source or snap.allowed.source,
-        ),
-        identity=Identity(**snap.identity.model_dump()),
-        source=snap.source,
-    )
+    try:
+        topology: Topology = decode(Topology, data)
+    except DecodeError as err:
+        raise TopologyError(f"snapshot {where}: {err}", fix) from None
+    problem = _contradiction(topology)
+    if problem is not None:
+        raise TopologyError(f"snapshot {where} contradicts itself: {problem}", fix)
+    return topology
+
+
+def _contradiction(topology: Topology) -> str | None:
+    """The first way a (hand-edited) snapshot disagrees with itself, or None."""
+    for node in topology.nodes.values():
+        missing = node.cpus - topology.cpus.keys()
+        if missing:
+            return f"node {node.id} lists CPUs {_ids(missing)}, which are not in cpus"
+    for index, core in enumerate(topology.cores):
+        if core.index != index:
+            return f"cores[{index}] has index {core.index}; cores are listed by index from 0"
+        if not core.cpus <= topology.cpus.keys():
+            return f"core {index} lists CPUs {_ids(core.cpus - topology.cpus.keys())}, not in cpus"
+    for cpu in topology.cpus.values():
+        if cpu.node is not None and cpu.node not in topology.nodes:
+            return f"CPU {cpu.id} is on node {cpu.node}, which is not in nodes"
+        if cpu.core is not None and not 0 <= cpu.core < len(topology.cores):
+            return f"CPU {cpu.id} is on core {cpu.core}, which is not in cores"
+    return None
+
+
+def _ids(ids: Iterable[int]) -> str:
+    from numarun import cpulist
+
+    return cpulist.format_list(ids)

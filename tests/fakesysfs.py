@@ -105,17 +105,45 @@ class FakeMachine:
             put("sys/class/dmi/id/product_name", self.product + "\n")
         return root
 
-    def confine(self, root: Path, cgroup: str, cpus: Iterable[int], mems: Iterable[int]) -> None:
-        """Put the process in a cgroup v2 cpuset (as a container or Slurm job would be)."""
+    def confine(
+        self,
+        root: Path,
+        cgroup: str,
+        cpus: Iterable[int],
+        mems: Iterable[int],
+        *,
+        mount: str = "/sys/fs/cgroup",
+        cgroup_file: bool = True,
+    ) -> None:
+        """Put the process in a cgroup v2 cpuset (as a container or Slurm job would be).
+
+        ``mount`` is where cgroup2 is mounted (Slurm: ``/cgroup/unified``); without
+        ``cgroup_file`` only ``/proc/self/cpuset`` names the cgroup, as in snapshots
+        captured without ``/proc/self/cgroup`` and on old kernels.
+        """
         (root / "proc/self").mkdir(parents=True, exist_ok=True)
-        (root / "proc/self/cgroup").write_text(f"0::{cgroup}\n")
+        if cgroup_file:
+            (root / "proc/self/cgroup").write_text(f"0::{cgroup}\n")
+        (root / "proc/self/cpuset").write_text(f"{cgroup}\n")
         (root / "proc/mounts").write_text(
-            "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n"
+            f"cgroup2 {mount} cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
         )
-        base = root / "sys/fs/cgroup" / cgroup.strip("/")
+        base = root / mount.strip("/") / cgroup.strip("/")
         base.mkdir(parents=True, exist_ok=True)
         (base / "cpuset.cpus.effective").write_text(cpulist.format_list(cpus) + "\n")
         (base / "cpuset.mems.effective").write_text(cpulist.format_list(mems) + "\n")
+
+    def pin(self, root: Path, cpus: Iterable[int]) -> None:
+        """Narrow the process's own affinity, as ``taskset -c`` or a launcher would."""
+        status = root / "proc/self/status"
+        lines = [
+            f"Cpus_allowed_list:\t{cpulist.format_list(cpus)}"
+            if line.startswith("Cpus_allowed_list:")
+            else line
+            for line in status.read_text().splitlines()
+        ]
+        status.write_text("\n".join(lines) + "\n")
 
 
 def c5n_18xlarge() -> FakeMachine:

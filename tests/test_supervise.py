@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from numarun import procfs
 from numarun.cpulist import format_list
 from numarun.mempolicy import MemoryPolicy
 from numarun.supervisor import (
@@ -508,7 +509,7 @@ def test_the_state_file_lists_workers_while_running_and_is_removed_on_exit(
             data = json.loads(path.read_text())
             assert data["job"] == "statejob" and data["state"] == "running"
             assert data["supervisor"]["pid"] == os.getpid()
-            assert data["supervisor"]["start_ticks"] == statefile.start_ticks(os.getpid())
+            assert data["supervisor"]["start_ticks"] == procfs.start_ticks(os.getpid())
             (w,) = data["workers"]
             assert (w["name"], w["index"], w["pid"], w["cpus"]) == ("s", 0, event.pid, "0")
             assert (w["state"], w["node"], w["starts"]) == ("running", 0, 1)

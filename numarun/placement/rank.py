@@ -51,7 +51,7 @@ def launcher_room(topology: Topology, root: str = "/") -> frozenset[int]:
     from numarun import sysfs
 
     room = topology.allowed.cpuset_cpus & topology.online_cpus()
-    isolated = sysfs.Root(root).read_list("sys/devices/system/cpu/isolated")
+    isolated = sysfs.cpus_isolated(sysfs.Root(root))
     return room - isolated if isolated else room
 
 

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+from numarun import procfs
 from numarun.cpulist import format_list
 from numarun.errors import NumarunError, SupervisorError
 from numarun.supervisor import state as statefile
@@ -347,7 +348,7 @@ class Supervisor:
             state="stopping" if self._stopping else "running",
             supervisor=statefile.SupervisorState(
                 pid=os.getpid(),
-                start_ticks=statefile.start_ticks(os.getpid()),
+                start_ticks=procfs.start_ticks(os.getpid()),
                 started=self._started_wall,
                 guardian=self._guardian.proc.pid if self._guardian else None,
             ),

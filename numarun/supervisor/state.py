@@ -24,7 +24,6 @@ process that inherited a dead supervisor's PID.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import stat
 from typing import Any
 
 from numarun.errors import ProcessError
+from numarun.procfs import start_ticks  # the one reader of /proc/PID/stat
 from numarun.value import Value
 
 FORMAT = "numarun-job-state"
@@ -309,27 +309,6 @@ def read_state(path: str) -> JobState | None:
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise StateFileError(f"not JSON ({type(err).__name__})") from None
     return JobState.from_dict(data)
-
-
-def start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks after boot), or None
-    when there is no such process. The one reader of that file in the supervisor."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode("ascii", "replace")
-    except OSError as err:
-        if err.errno in (errno.ENOENT, errno.ESRCH):
-            return None  # gone, or never there (hidepid= hides others' as ENOENT too)
-        raise ProcessError(
-            f"cannot read /proc/{pid}/stat: {err.strerror}",
-            "numarun needs /proc mounted and readable to identify its supervisors",
-        ) from None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = text[text.rfind(")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def supervisor_alive(state: JobState) -> bool:
