@@ -333,15 +333,16 @@ def run_prefix(argv: list[str]) -> int:
 
 
 def _plan(opts: _Options, topology: Topology, *, need_command: bool) -> LaunchPlan:
-    from numarun.placement.choose import by_free_memory, live_load
-    from numarun.placement.prefix import plan_prefix
-    from numarun.placement.rank import launcher_room, plan_rank
-
     request = opts.request
     root = opts.root or "/"
     if not request.per_rank:
+        from numarun.placement.choose import by_free_memory, live_load
+        from numarun.placement.prefix import plan_prefix
+
         chooser = by_free_memory(live_load(root))
         return plan_prefix(request, topology, chooser=chooser, need_command=need_command)
+    from numarun.placement.rank import launcher_room, plan_rank
+
     # A snapshot (--topology) has no cgroup to read, so "already bound" cannot be told.
     room = launcher_room(topology, root) if opts.topology is None else None
     return plan_rank(request, topology, os.environ, room=room, need_command=need_command)
