@@ -185,20 +185,17 @@ class Supervisor:
             return
         self._started = True
         self._started_wall = self.clock.wall()
+        if isinstance(self.launcher, ProcessLauncher):
+            # Every worker of every group, before the first one starts (fake launchers
+            # start no real programs: nothing of theirs to look for).
+            from numarun.preflight import check_workers
+
+            check_workers(self.job.workers, self.job.source)
         if self.state_path is not None:
             # Before anything starts: a state directory that cannot be trusted, or a
             # running job of the same name, refuses the job with nothing to undo.
             statefile.prepare_dir(os.path.dirname(self.state_path))
-            try:
-                existing = statefile.read_state(self.state_path)
-            except statefile.StateFileError:
-                existing = None  # not a state file of a live job: ours to replace
-            if existing is not None and statefile.supervisor_alive(existing):
-                raise SupervisorError(
-                    f"a job named {self.job.name} is already running (supervisor pid "
-                    f"{existing.supervisor.pid})",
-                    f"stop it with numarun stop {self.job.name}, or give this job another name",
-                )
+            statefile.refuse_running(self.state_path, self.job.name)
         _raise_fd_limit(3 * len(self.workers) + 64)
         self._placement = self.launcher.placer()
         if self._want_guardian:

@@ -46,7 +46,12 @@ import subprocess
 from dataclasses import dataclass
 from typing import Protocol
 
-from numarun.errors import CommandNotExecutableError, CommandNotFoundError, NumarunError
+from numarun.errors import (
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    NumarunError,
+    WorkerPathError,
+)
 from numarun.mempolicy import MemoryPolicy
 from numarun.supervisor.model import WorkerSpec
 
@@ -159,16 +164,22 @@ class ThreadPlacement:
             self.cpus = self.home_cpus
 
 
-def _log_fd(path: str) -> int:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+def _log_fd(worker: WorkerSpec, path: str) -> int:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    except OSError as err:
+        raise WorkerPathError(
+            f"{worker.label}: cannot open log file {path}: {err.strerror}",
+            'fix logs in the job spec, or write logs = "inherit"',
+        ) from None
 
 
 def _open_stdin(worker: WorkerSpec) -> int:
     try:
         return os.open(worker.stdin, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise CommandNotFoundError(
+        raise WorkerPathError(
             f"{worker.label}: cannot open stdin file {worker.stdin}: {err.strerror}",
             'create it, or set stdin = "null"',
         ) from None
@@ -189,7 +200,7 @@ def spawn(worker: WorkerSpec, placement: Placer, now: float, wall: float) -> Ins
             to_close += [out_w, err_w]
             stdout, stderr = out_w, err_w
         else:
-            stdout = _log_fd(worker.log)
+            stdout = _log_fd(worker, worker.log)
             stderr = stdout
             to_close.append(stdout)
         stdin: int | None = subprocess.DEVNULL
@@ -213,8 +224,8 @@ def spawn(worker: WorkerSpec, placement: Placer, now: float, wall: float) -> Ins
         except FileNotFoundError as err:
             missing = worker.cwd if worker.cwd and not os.path.isdir(worker.cwd) else None
             if missing:
-                raise CommandNotFoundError(
-                    f"{worker.label}: working directory {missing} does not exist",
+                raise WorkerPathError(
+                    f"{worker.label}: cwd {missing} does not exist",
                     "create it or fix cwd in the job spec",
                 ) from None
             raise CommandNotFoundError(
