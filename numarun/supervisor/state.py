@@ -53,6 +53,7 @@ class SupervisorState(Value):
     start_ticks: int | None  # /proc/PID/stat field 22 when it was written
     started: float  # seconds since the epoch
     guardian: int | None = None
+    cgroup: str | None = None  # the job's own cgroup directory, where it has one
 
 
 class WorkerState(Value):
@@ -123,6 +124,7 @@ class JobState(Value):
                 start_ticks=_field(sup, "start_ticks", int, optional=True),
                 started=float(_field(sup, "started", (int, float))),
                 guardian=_optional_pid(sup, "guardian"),
+                cgroup=_field(sup, "cgroup", str, optional=True),
             ),
             workers=tuple(_worker(w) for w in workers),
         )
