@@ -115,7 +115,9 @@ def remove_cgroup(path: str, wait: float = 2.0) -> bool:
 
 def reap_orphans(home: str, job: str) -> None:
     """End what a killed run of ``job`` left in its cgroup: one of a supervisor that no
-    longer exists (its PID is in the name)."""
+    longer runs (its PID is in the name)."""
+    from numarun.supervisor.state import start_ticks
+
     prefix = f"numarun-{job}-"
     try:
         names = os.listdir(home)
@@ -125,7 +127,7 @@ def reap_orphans(home: str, job: str) -> None:
         pid = name[len(prefix) :]
         if not name.startswith(prefix) or not pid.isdigit() or not pid.isascii():
             continue
-        if int(pid) != os.getpid() and not os.path.exists(f"/proc/{int(pid)}"):
+        if int(pid) != os.getpid() and start_ticks(int(pid)) is None:
             remove_cgroup(os.path.join(home, name))
 
 

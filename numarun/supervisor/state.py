@@ -344,7 +344,9 @@ def read_state(path: str) -> JobState | None:
 
 def start_ticks(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat`` (start time in clock ticks after boot), or None
-    when there is no such process. The one reader of that file in the supervisor."""
+    when there is no such process, or it has exited and waits to be reaped (a zombie: a
+    killed supervisor whose parent does not reap it runs no job). The one reader of that
+    file in the supervisor."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read().decode("ascii", "replace")
@@ -357,6 +359,8 @@ def start_ticks(pid: int) -> int | None:
         ) from None
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = text[text.rfind(")") + 2 :].split()
+    if fields[:1] in (["Z"], ["X"]):
+        return None
     try:
         return int(fields[19])
     except (IndexError, ValueError):
