@@ -28,11 +28,14 @@ The options were:
   Python runs in the child, exec failures come back as exceptions with their ``errno``,
   and a start costs ~0.6 ms.
 
-What the issue calls ``PR_SET_PDEATHSIG`` needs code in the child, which this mechanism
-has not; it would also only reach the worker itself, not the processes the worker
-started. Its job is done by the guardian (:mod:`numarun.supervisor.guardian`), a tiny
-process that kills every worker's whole process group when the supervisor dies, SIGKILL
-included.
+One thing does need code in the child between fork and exec: ``PR_SET_PDEATHSIG``, the
+kernel's promise to kill the worker when the supervisor dies, which is what remains when
+the supervisor and its guardian are killed together, and joining the job's own cgroup
+(:mod:`numarun.supervisor.contain`) before the first instruction. So ``Popen`` gets a
+``preexec_fn`` after all; it is built in the parent and only makes system calls on
+objects it was handed (``write`` to an open ``cgroup.procs``, ``prctl``, ``getppid``), no
+import and no lock, which keeps the threads hazard above to what a libc ``fork`` has
+anyway. It costs the fork: about a millisecond more per start.
 
 Each worker gets its own session (``setsid``), hence its own process group: stop signals
 go to the group, so helpers the worker started get them too, and a Ctrl-C on the
