@@ -20,6 +20,10 @@ code  class                  meaning
 9     ProcessError           a process is gone or belongs to another user
 10    CheckFailedError       ``--check`` found placement that does not match its policy
 11    SupervisorError        a supervised job failed (workers crashed beyond their limit)
+12    WorkerPathError        a worker's cwd, log file or stdin file cannot be used
+13    StateDirError          numarun's state directory cannot be trusted or created
+14    JobRunningError        a job of that name is already running
+15    StopTimeoutError       ``numarun stop`` waited its --timeout and the job still runs
 126   (exec)                 the command exists but cannot be executed
 127   (exec)                 the command was not found
 ====  =====================  ===============================================================
@@ -81,6 +85,29 @@ class CheckFailedError(NumarunError):
 
 class SupervisorError(NumarunError):
     exit_code = 11
+
+
+class WorkerPathError(NumarunError):
+    """A path a worker needs before its command runs: ``cwd``, ``logs``, ``stdin``.
+
+    Not 127: the shell's "not found" is about the command, and a script that retries on a
+    missing program must not take a missing directory for one."""
+
+    exit_code = 12
+
+
+class StateDirError(NumarunError):
+    exit_code = 13
+
+
+class JobRunningError(NumarunError):
+    exit_code = 14
+
+
+class StopTimeoutError(NumarunError):
+    """The job was asked to stop and is still stopping: neither failed nor gone."""
+
+    exit_code = 15
 
 
 class CommandNotExecutableError(NumarunError):

@@ -12,19 +12,21 @@ import stat
 from numarun.errors import CommandNotExecutableError, CommandNotFoundError
 
 
-def find_executable(name: str) -> str:
+def find_executable(name: str, path: str | None = None) -> str:
     """Resolve ``name`` the way ``execvp`` does; refuse with exit 127 or 126 before anything.
 
     A name with a slash is used as it is; otherwise each ``PATH`` directory is tried in
     order and the first executable regular file wins. A file that exists but cannot be
-    executed gives 126 only when nothing later on ``PATH`` can be.
+    executed gives 126 only when nothing later on ``PATH`` can be. ``path`` is the ``PATH``
+    to search (a worker's own environment's); None: this process's.
     """
     if not name:
         raise CommandNotFoundError("the command name is empty", "give a command after --")
     if "/" in name:
         candidates = [name]
     else:
-        path = os.environ.get("PATH", os.defpath)
+        if path is None:
+            path = os.environ.get("PATH", os.defpath)
         candidates = [os.path.join(d or ".", name) for d in path.split(os.pathsep)]
     denied: str | None = None
     for candidate in candidates:

@@ -111,10 +111,12 @@ def own_status() -> dict[str, str]:
 
 
 def parse_stat_start_ticks(text: str) -> int | None:
-    """Field 22 (start time, clock ticks after boot) of a ``stat`` line; None when odd."""
+    """Field 22 (start time, clock ticks after boot) of a ``stat`` line; None when odd, and
+    for a process that has exited and waits to be reaped (state Z or X: a killed supervisor
+    whose parent does not reap it runs no job)."""
     _, paren, rest = text.rpartition(")")
     fields = rest.split()
-    if not paren or len(fields) <= _STAT_STARTTIME:
+    if not paren or len(fields) <= _STAT_STARTTIME or fields[0] in ("Z", "X"):
         return None
     word = fields[_STAT_STARTTIME]
     return int(word) if word.isascii() and word.isdigit() else None

@@ -17,16 +17,20 @@ from numarun.errors import (
     CheckFailedError,
     CommandNotExecutableError,
     CommandNotFoundError,
+    JobRunningError,
     KernelRefusedError,
     NotAllowedError,
     NumarunError,
     ProcessError,
     SpecError,
+    StateDirError,
+    StopTimeoutError,
     SupervisorError,
     TopologyError,
     UnknownResourceError,
     UnsuitableError,
     UsageError,
+    WorkerPathError,
 )
 
 TYPE_CHECKING = False
@@ -95,7 +99,10 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (
         ProcessError.exit_code,
         "A process or job that is gone, matches nothing, or belongs to another user.",
-        (),
+        (
+            "no running job of that name (numarun status, numarun stop)",
+            "a PID that does not exist, or whose memory map this user cannot read",
+        ),
     ),
     (
         CheckFailedError.exit_code,
@@ -104,12 +111,43 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     ),
     (
         SupervisorError.exit_code,
-        "A supervised job failed: workers crashed past their crash-loop limit, or numarun "
-        "stop timed out.",
+        "A supervised job failed: workers crashed past their crash-loop limit, or exited "
+        "unsuccessfully with nothing to restart them.",
         (),
     ),
-    (CommandNotExecutableError.exit_code, "The command exists but cannot be executed.", ()),
-    (CommandNotFoundError.exit_code, "The command (or its working directory) was not found.", ()),
+    (
+        WorkerPathError.exit_code,
+        "A path a worker needs cannot be used; checked for every worker before the first "
+        "starts, so nothing was started.",
+        (
+            "a cwd that does not exist or is not a directory",
+            "a log file that cannot be created or appended to",
+            "a stdin file that does not exist or cannot be read",
+        ),
+    ),
+    (
+        StateDirError.exit_code,
+        "numarun's state directory cannot be used: a symbolic link, another user's, "
+        "writable by others, not a directory, or its parent is missing.",
+        (),
+    ),
+    (
+        JobRunningError.exit_code,
+        "A job of that name is already running (numarun run --name gives another).",
+        (),
+    ),
+    (
+        StopTimeoutError.exit_code,
+        "numarun stop waited --timeout seconds and the job is still stopping (it goes on "
+        "stopping; numarun stop again keeps waiting).",
+        (),
+    ),
+    (
+        CommandNotExecutableError.exit_code,
+        "The command exists but cannot be executed (a directory, no execute permission).",
+        (),
+    ),
+    (CommandNotFoundError.exit_code, "The command was not found (on the worker's PATH).", ()),
 )
 
 

@@ -517,29 +517,55 @@ def from_dict(data: object, *, where: str = "") -> Topology:
         topology: Topology = decode(Topology, data)
     except DecodeError as err:
         raise TopologyError(f"snapshot {where}: {err}", fix) from None
-    problem = _contradiction(topology)
-    if problem is not None:
-        raise TopologyError(f"snapshot {where} contradicts itself: {problem}", fix)
+    problems = contradictions(topology)
+    if problems:
+        raise TopologyError(f"snapshot {where} contradicts itself: {'; '.join(problems)}", fix)
     return topology
 
 
-def _contradiction(topology: Topology) -> str | None:
-    """The first way a (hand-edited) snapshot disagrees with itself, or None."""
-    for node in topology.nodes.values():
-        missing = node.cpus - topology.cpus.keys()
-        if missing:
-            return f"node {node.id} lists CPUs {_ids(missing)}, which are not in cpus"
+def contradictions(topology: Topology) -> list[str]:
+    """Where a topology disagrees with itself, one line per kind; empty when it does not.
+
+    sysfs cannot disagree with itself this way; a hand-edited or corrupted snapshot can,
+    and a plan made from it would place workers on CPUs of nodes that are not there.
+    """
+    nodes, cpus = topology.nodes, topology.cpus
+    out: list[str] = []
+    on_missing = {c.id: c.node for c in cpus.values() if c.node is not None and c.node not in nodes}
+    if on_missing:
+        out.append(
+            f"CPUs {_ids(on_missing)} are on nodes {_ids(set(on_missing.values()))}, "
+            "which are not in nodes"
+        )
+    for node in nodes.values():
+        unknown = node.cpus - cpus.keys()
+        if unknown:
+            out.append(f"node {node.id} lists CPUs {_ids(unknown)}, which are not in cpus")
+        elsewhere = {c for c in node.cpus & cpus.keys() if cpus[c].node not in (None, node.id)}
+        if elsewhere:
+            out.append(f"node {node.id} lists CPUs {_ids(elsewhere)}, which are on other nodes")
+        far = set(node.distances) - nodes.keys()
+        if far:
+            out.append(f"node {node.id} has distances to nodes {_ids(far)}, not in nodes")
+    unlisted = {c.id for c in cpus.values() if c.node in nodes and c.id not in nodes[c.node].cpus}
+    if unlisted:
+        out.append(f"CPUs {_ids(unlisted)} are on nodes that do not list them")
     for index, core in enumerate(topology.cores):
         if core.index != index:
-            return f"cores[{index}] has index {core.index}; cores are listed by index from 0"
-        if not core.cpus <= topology.cpus.keys():
-            return f"core {index} lists CPUs {_ids(core.cpus - topology.cpus.keys())}, not in cpus"
-    for cpu in topology.cpus.values():
-        if cpu.node is not None and cpu.node not in topology.nodes:
-            return f"CPU {cpu.id} is on node {cpu.node}, which is not in nodes"
-        if cpu.core is not None and not 0 <= cpu.core < len(topology.cores):
-            return f"CPU {cpu.id} is on core {cpu.core}, which is not in cores"
-    return None
+            out.append(f"cores[{index}] has index {core.index}; cores are listed by index from 0")
+        elif not core.cpus <= cpus.keys():
+            out.append(f"core {index} lists CPUs {_ids(core.cpus - cpus.keys())}, not in cpus")
+    bad_core = {
+        c.id for c in cpus.values() if c.core is not None and not 0 <= c.core < len(topology.cores)
+    }
+    if bad_core:
+        out.append(f"CPUs {_ids(bad_core)} are on cores that are not in cores")
+    allowed = topology.allowed
+    for kind, ids, have in (("CPUs", allowed.cpus, cpus), ("nodes", allowed.mems, nodes)):
+        extra = ids - have.keys()
+        if extra:
+            out.append(f"the allowed {kind} {_ids(extra)} are not in it")
+    return out
 
 
 def _ids(ids: Iterable[int]) -> str:

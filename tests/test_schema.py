@@ -203,13 +203,13 @@ def test_equal_records_hash_alike_whatever_the_set_order() -> None:
     [
         (
             lambda d: d["cpus"][0].__setitem__("node", 7),
-            "CPU 0 is on node 7, which is not in nodes",
+            "CPUs 0 are on nodes 7, which are not in nodes",
         ),
         (lambda d: d["nodes"][0]["cpus"].append(9), "node 0 lists CPUs 9, which are not in cpus"),
         (lambda d: d["cores"].reverse(), "cores[0] has index 1"),
         (
             lambda d: d["cpus"][2].__setitem__("core", 5),
-            "CPU 2 is on core 5, which is not in cores",
+            "CPUs 2 are on cores that are not in cores",
         ),
     ],
 )

@@ -259,8 +259,8 @@ def test_a_command_that_cannot_start_is_refused_before_anything_runs() -> None:
         sup.start()
     assert info.value.exit_code == 127
     assert "missing.0: /nonexistent/prog: command not found" in info.value.message
-    # The worker started before the refusal was killed and reaped.
-    assert sup.workers[0].state == "stopped" and sup.workers[0].instance is None
+    # Every worker is checked before the first starts: the good one never ran.
+    assert sup.workers[0].starts == 0 and sup.workers[0].instance is None
 
 
 # -- stopping ---------------------------------------------------------------------------
@@ -521,7 +521,7 @@ def test_the_state_file_lists_workers_while_running_and_is_removed_on_exit(
 
 
 def test_a_second_job_of_the_same_name_is_refused(tmp_path: Path) -> None:
-    from numarun.errors import SupervisorError
+    from numarun.errors import JobRunningError
 
     rt = str(tmp_path)
     first = Supervisor(
@@ -538,8 +538,10 @@ def test_a_second_job_of_the_same_name_is_refused(tmp_path: Path) -> None:
             state_dir=rt,
             guardian=False,
         )
-        with pytest.raises(SupervisorError, match="already running"):
+        with pytest.raises(JobRunningError, match="already running") as info:
             second.start()
+        assert info.value.exit_code == 14
+        assert second.workers[0].starts == 0
 
 
 def test_stale_state_files_of_dead_supervisors_are_dropped(tmp_path: Path) -> None:
@@ -556,10 +558,10 @@ def test_stale_state_files_of_dead_supervisors_are_dropped(tmp_path: Path) -> No
 
 
 def test_job_names_that_cannot_be_file_names_are_refused() -> None:
-    from numarun.errors import ProcessError
+    from numarun.errors import UsageError
 
-    for bad in ("../x", "a/b", "", ".hidden", "x" * 101):
-        with pytest.raises(ProcessError):
+    for bad in ("../x", "a/b", "", ".hidden", "x" * 101, "job\n"):
+        with pytest.raises(UsageError):
             statefile.state_path(bad, "/tmp")
 
 

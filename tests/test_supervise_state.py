@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from numarun.errors import ProcessError
+from numarun.errors import StateDirError
 from numarun.supervisor import JobSpec, QuietPrinter, Supervisor, WorkerSpec
 from numarun.supervisor import state as statefile
 from tests.test_supervise_seams import Run, Sim
@@ -126,10 +126,11 @@ def test_status_and_stop_survive_corrupt_state_files(tmp_path: Path) -> None:
 
 def refused_start(state_dir: Path) -> str:
     sup, sim = sim_supervisor(state_dir)
-    with pytest.raises(ProcessError) as caught:
+    with pytest.raises(StateDirError) as caught:
         sup.start()
     assert sim.starts == {}  # refused before the first worker was started
     assert "\n" not in caught.value.message
+    assert caught.value.exit_code == 13  # not 9, "no such job"
     return caught.value.message
 
 
@@ -187,7 +188,7 @@ def test_run_refuses_a_symlinked_state_directory_before_starting_anything(
     spec = tmp_path / "job.toml"
     spec.write_text(f'[[process]]\nname = "t"\ncommand = ["touch", "{marker}"]\nworkers = 1\n')
     done = cli(tmp_path, "run", str(spec))
-    assert done.returncode == 9, done.stderr
+    assert done.returncode == 13, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("numarun: state directory ") and "symbolic link" in line
     assert not marker.exists()

@@ -10,18 +10,55 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from numarun.cpulist import format_list
+from numarun.errors import NumarunError
 from numarun.options import typer_option
 from numarun.plan import Plan, ProcessPlan
+
+if TYPE_CHECKING:
+    from numarun.spec import JobSpec
 
 PLAN_HELP = (
     "Show where every worker of a job spec would run: CPUs, node, memory policy, command. "
     "Changes nothing."
 )
 POLICIES_HELP = "List the policy presets on the search path, with where each came from."
+
+
+def checked_plan(spec: JobSpec, snapshot: str | None) -> Plan:
+    """The plan, with what ``numarun run`` would refuse: on this machine (no snapshot) a
+    worker that cannot start is the same refusal as ``run``'s; for another machine's
+    snapshot this host's paths and commands prove nothing there, so they are warnings
+    that say so. A taken job name or an unusable state directory is always a warning:
+    ``plan`` of a running job is how one looks at it."""
+    from numarun import preflight
+    from numarun.plan import plan_job
+    from numarun.supervisor.fromplan import job_from_plan
+    from numarun.topology import load_topology
+
+    topology = load_topology(snapshot)
+    preflight.check_reserved(topology, spec)
+    plan = plan_job(topology, spec)
+    job = job_from_plan(plan)
+    problems = preflight.worker_problems(job.workers, job.source)
+    warnings = list(plan.warnings)
+    if snapshot is None:
+        if problems:
+            raise problems[0]
+        try:
+            preflight.check_state(job)
+        except NumarunError as err:
+            warnings.append(f"numarun run would refuse: {err.message}")
+    else:
+        lead = "checked on this host, not the snapshot's: numarun run would refuse: "
+        warnings += preflight.summarise(problems, lead)
+    return Plan(
+        processes=plan.processes, warnings=tuple(warnings), topology=plan.topology, spec=plan.spec
+    )
 
 
 def render_plan(plan: Plan) -> str:
@@ -91,12 +128,10 @@ def register(app: typer.Typer) -> None:
         topology: str | None = typer_option("topology"),
         as_json: bool = typer_option("json"),
     ) -> None:
-        from numarun.plan import plan_job
         from numarun.spec import load_spec
-        from numarun.topology import load_topology
 
         spec = load_spec(spec_file)  # before the topology: a bad file is the likelier error
-        plan = plan_job(load_topology(topology), spec)
+        plan = checked_plan(spec, topology)
         if as_json:
             json.dump(plan.to_dict(), sys.stdout, indent=1)
             sys.stdout.write("\n")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from numarun.errors import ProcessError, SupervisorError
+from numarun.errors import KernelRefusedError, NumarunError, ProcessError, StopTimeoutError
 from numarun.options import typer_option
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ RUN_HELP = (
     "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
     "Runs in the foreground; Ctrl-C (or SIGTERM, or numarun stop JOB) stops the job, "
     "a second Ctrl-C kills it at once. Exit 0 when stopped on request or every worker "
-    "exited successfully, 11 when workers failed."
+    "exited successfully, 11 when workers failed. Every worker, path and the state "
+    "directory are checked before the first worker starts."
 )
 STATUS_HELP = "List running jobs (or one job) with each worker's PID, state and placement."
 STOP_HELP = (
@@ -43,6 +44,7 @@ def run_job(
     colour: bool | None = None,
     state_dir: str | None = None,
 ) -> int:
+    from numarun import preflight
     from numarun.plan import plan_job
     from numarun.spec import load_spec
     from numarun.supervisor import PrefixPrinter, Supervisor
@@ -50,7 +52,9 @@ def run_job(
     from numarun.topology import read_topology
 
     spec = load_spec(spec_file)
-    plan = plan_job(read_topology(), spec)
+    topology = read_topology()
+    preflight.check_reserved(topology, spec)
+    plan = plan_job(topology, spec)
     for warning in plan.warnings:
         print(f"numarun: warning: {warning}", file=sys.stderr)
     job = job_from_plan(plan, name)
@@ -58,6 +62,8 @@ def run_job(
         colour = False
     printer = PrefixPrinter(job.workers, colour=colour)
     supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
+    # start() checks every worker, the state directory and the job's name before the
+    # first spawn: a refusal leaves nothing to undo.
     with supervisor.handle_signals():
         supervisor.start()
         result = supervisor.run()
@@ -211,20 +217,32 @@ def stop(job: str, *, now: bool, timeout: float, state_dir: str | None) -> int:
     except ProcessLookupError:
         return 0
     except PermissionError:
-        raise ProcessError(
-            f"job {job}'s supervisor (pid {pid}) belongs to another user",
-            "run numarun stop as the user who started the job",
-        ) from None
+        raise _not_permitted(job, pid) from None
     finally:
         os.close(pidfd)
     if not ended:
-        raise SupervisorError(
+        raise StopTimeoutError(
             f"job {job} (supervisor pid {pid}) is still stopping after {timeout:g} s",
             f"wait (numarun stop {job} again waits on), or numarun stop --now {job} "
             "kills its workers at once",
         )
     print(f"numarun: job {job} stopped", file=sys.stderr)
     return 0
+
+
+def _not_permitted(job: str, pid: int) -> NumarunError:
+    """The kernel would not let this user signal the supervisor: another user's, unless
+    numarun runs as root, where only a security module or a namespace can say no."""
+    if os.geteuid() == 0:
+        return KernelRefusedError(
+            f"the kernel refused to signal job {job}'s supervisor (pid {pid}) although "
+            "numarun runs as root",
+            "check the security module's log (SELinux, AppArmor) or the container's limits",
+        )
+    return ProcessError(
+        f"job {job}'s supervisor (pid {pid}) belongs to another user",
+        "run numarun stop as the user who started the job",
+    )
 
 
 def _wait_readable(fd: int, timeout: float) -> bool:

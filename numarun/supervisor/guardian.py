@@ -1,14 +1,16 @@
 """The guardian: a tiny process that kills the job's workers if the supervisor dies.
 
-``PR_SET_PDEATHSIG`` would only kill a worker itself (not what it started), only when the
-*thread* that forked it exits, and needs code in the child between fork and exec (see
-:mod:`numarun.supervisor.process` for why the supervisor runs none). The guardian does the
-same job for the whole job: the supervisor starts it once, in its own session so that a
+``PR_SET_PDEATHSIG`` only kills a worker itself (not what it started), and only when the
+*thread* that forked it exits; workers have it too, for when the guardian dies with the
+supervisor (see :mod:`numarun.supervisor.contain`). The guardian does the job for the
+whole job: the supervisor starts it once, in its own session so that a
 Ctrl-C or a signal to the supervisor's group does not reach it, and tells it through a
 pipe each process group it starts (``+PGID``) and reaps (``-PGID``). The supervisor holds
 the only write end (close-on-exec, so no worker inherits it): when the supervisor dies,
 however it dies, the guardian reads end-of-file, sends SIGKILL to every group still
-listed, removes the job's state file, and exits. On a clean exit the supervisor has
+listed (and, when the job has a cgroup of its own, writes ``cgroup.kill``, which also
+reaches processes that left their process group, then removes the cgroup), removes the
+job's state file, and exits. On a clean exit the supervisor has
 already reaped every group, so the guardian has nothing to kill.
 
 The guardian is ``python -I -S`` running :data:`GUARDIAN_CODE` (no site, no numarun
@@ -22,7 +24,7 @@ import subprocess
 import sys
 
 GUARDIAN_CODE = r"""
-import os, signal, sys
+import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 groups = set()
@@ -41,12 +43,29 @@ while True:
             groups.add(int(line[1:]))
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
+cgroup = sys.argv[2] if sys.argv[1:2] == ["--cgroup"] else None
+files = sys.argv[3:] if cgroup else sys.argv[1:]
+if cgroup:
+    try:
+        with open(cgroup + "/cgroup.kill", "w") as f:
+            f.write("1")
+    except OSError:
+        pass
 for group in groups:
     try:
         os.killpg(group, signal.SIGKILL)
     except OSError:
         pass
-for path in sys.argv[1:]:
+if cgroup:
+    for _ in range(200):
+        try:
+            os.rmdir(cgroup)
+            break
+        except FileNotFoundError:
+            break
+        except OSError:
+            time.sleep(0.01)
+for path in files:
     try:
         os.unlink(path)
     except OSError:
@@ -57,11 +76,12 @@ for path in sys.argv[1:]:
 class Guardian:
     """The supervisor's end of the guardian."""
 
-    def __init__(self, cleanup: list[str] | None = None) -> None:
+    def __init__(self, cleanup: list[str] | None = None, cgroup: str | None = None) -> None:
         read_end, self._fd = os.pipe()
+        args = ["--cgroup", cgroup] if cgroup else []
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", GUARDIAN_CODE, *(cleanup or [])],
+                [sys.executable, "-I", "-S", "-c", GUARDIAN_CODE, *args, *(cleanup or [])],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,

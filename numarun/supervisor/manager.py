@@ -29,6 +29,7 @@ from numarun.cpulist import format_list
 from numarun.errors import NumarunError, SupervisorError
 from numarun.supervisor import state as statefile
 from numarun.supervisor.clock import Clock, RealClock
+from numarun.supervisor.contain import JobCgroup
 from numarun.supervisor.guardian import Guardian
 from numarun.supervisor.model import (
     Event,
@@ -128,7 +129,9 @@ class Supervisor:
     fake processes, as honcho injects its process constructor); ``state_dir`` is where
     the state file goes (None: the runtime directory; False: no state file);
     ``guardian`` starts the process that kills the workers if the supervisor itself is
-    killed; ``output_events`` also yields every output line as an ``output`` event (for
+    killed; ``cgroup`` None runs the job in a cgroup of its own where numarun may create
+    one (see :mod:`~numarun.supervisor.contain`; ``NUMARUN_CGROUP=0`` turns it off), False
+    never; ``output_events`` also yields every output line as an ``output`` event (for
     scripts that wait for "ready" lines).
 
     One supervisor, one thread: call every method from the thread that called ``start``
@@ -145,6 +148,7 @@ class Supervisor:
         launcher: Launcher | None = None,
         state_dir: str | Literal[False] | None = None,
         guardian: bool = True,
+        cgroup: bool | None = None,
         tail_lines: int = 20,
         output_events: bool = False,
     ) -> None:
@@ -158,6 +162,8 @@ class Supervisor:
             None if state_dir is False else statefile.state_path(job.name, state_dir or None)
         )
         self._want_guardian = guardian
+        self._want_cgroup = cgroup
+        self._cgroup: JobCgroup | None = None
         self._output_events = output_events
         self._guardian: Guardian | None = None
         self._sel = selectors.DefaultSelector()
@@ -186,24 +192,29 @@ class Supervisor:
             return
         self._started = True
         self._started_wall = self.clock.wall()
+        if isinstance(self.launcher, ProcessLauncher):
+            # Every worker of every group, before the first one starts (fake launchers
+            # start no real programs: nothing of theirs to look for).
+            from numarun.preflight import check_workers
+
+            check_workers(self.job.workers, self.job.source)
         if self.state_path is not None:
             # Before anything starts: a state directory that cannot be trusted, or a
             # running job of the same name, refuses the job with nothing to undo.
             statefile.prepare_dir(os.path.dirname(self.state_path))
-            try:
-                existing = statefile.read_state(self.state_path)
-            except statefile.StateFileError:
-                existing = None  # not a state file of a live job: ours to replace
-            if existing is not None and statefile.supervisor_alive(existing):
-                raise SupervisorError(
-                    f"a job named {self.job.name} is already running (supervisor pid "
-                    f"{existing.supervisor.pid})",
-                    f"stop it with numarun stop {self.job.name}, or give this job another name",
-                )
+            statefile.refuse_running(self.state_path, self.job.name)
         _raise_fd_limit(3 * len(self.workers) + 64)
         self._placement = self.launcher.placer()
+        if self._want_cgroup is not False and isinstance(self.launcher, ProcessLauncher):
+            from numarun.supervisor.contain import JobCgroup
+
+            self._cgroup = JobCgroup.create(self.job.name)
+            self.launcher.contain(self._cgroup)
         if self._want_guardian:
-            self._guardian = Guardian([self.state_path] if self.state_path else [])
+            self._guardian = Guardian(
+                [self.state_path] if self.state_path else [],
+                cgroup=self._cgroup.path if self._cgroup is not None else None,
+            )
         try:
             for worker in self.workers:
                 self._spawn(worker, initial=True)
@@ -351,6 +362,7 @@ class Supervisor:
                 start_ticks=procfs.start_ticks(os.getpid()),
                 started=self._started_wall,
                 guardian=self._guardian.proc.pid if self._guardian else None,
+                cgroup=self._cgroup.path if self._cgroup is not None else None,
             ),
             workers=tuple(
                 statefile.WorkerState(
@@ -595,6 +607,13 @@ class Supervisor:
     # -- the end ------------------------------------------------------------------------
 
     def _finish(self) -> None:
+        if self._cgroup is not None:
+            # Every worker is down: what is left in the job's cgroup escaped its process
+            # group (a daemon's double fork) and would hold its pipes or ports.
+            self._cgroup.close()
+            self._cgroup = None
+            if isinstance(self.launcher, ProcessLauncher):
+                self.launcher.contain(None)
         for stream in list(self._streams.values()):
             self._read(stream)
         for fd, stream in list(self._streams.items()):

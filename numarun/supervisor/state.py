@@ -30,7 +30,7 @@ import re
 import stat
 from typing import Any
 
-from numarun.errors import ProcessError
+from numarun.errors import JobRunningError, StateDirError, UsageError
 from numarun.procfs import start_ticks  # the one reader of /proc/PID/stat
 from numarun.value import Value
 
@@ -53,6 +53,7 @@ class SupervisorState(Value):
     start_ticks: int | None  # /proc/PID/stat field 22 when it was written
     started: float  # seconds since the epoch
     guardian: int | None = None
+    cgroup: str | None = None  # the job's own cgroup directory, where it has one
 
 
 class WorkerState(Value):
@@ -123,6 +124,7 @@ class JobState(Value):
                 start_ticks=_field(sup, "start_ticks", int, optional=True),
                 started=float(_field(sup, "started", (int, float))),
                 guardian=_optional_pid(sup, "guardian"),
+                cgroup=_field(sup, "cgroup", str, optional=True),
             ),
             workers=tuple(_worker(w) for w in workers),
         )
@@ -192,8 +194,8 @@ def runtime_dir() -> str:
 
 
 def check_job_name(name: str) -> str:
-    if not _JOB_NAME.match(name) or name.startswith("."):
-        raise ProcessError(
+    if not _JOB_NAME.fullmatch(name) or name.startswith("."):
+        raise UsageError(
             f"job name {name!r} cannot name a state file",
             "use letters, digits and . _ - @ + only (numarun run --name NAME)",
         )
@@ -247,12 +249,12 @@ def prepare_dir(directory: str) -> None:
     except FileExistsError:
         pass
     except FileNotFoundError:
-        raise ProcessError(
+        raise StateDirError(
             f"cannot create state directory {directory}: its parent does not exist",
             _OWN_DIR,
         ) from None
     except OSError as err:
-        raise ProcessError(
+        raise StateDirError(
             f"cannot create state directory {directory}: {err.strerror}", _OWN_DIR
         ) from None
     else:
@@ -264,7 +266,36 @@ def prepare_dir(directory: str) -> None:
             os.close(fd)
     problem = directory_problem(directory)
     if problem is not None:
-        raise ProcessError(*problem)
+        raise StateDirError(*problem)
+
+
+def check_dir(directory: str) -> None:
+    """What :func:`prepare_dir` would refuse, without creating or changing anything
+    (for ``numarun plan`` and the checks before a job starts)."""
+    problem = directory_problem(directory)
+    if problem is not None:
+        raise StateDirError(*problem)
+    parent = os.path.dirname(os.path.abspath(directory))
+    if not os.path.lexists(directory) and not os.path.isdir(parent):
+        raise StateDirError(
+            f"cannot create state directory {directory}: its parent does not exist", _OWN_DIR
+        )
+
+
+def refuse_running(path: str, job: str) -> None:
+    """Refuse a job whose name is taken by a live supervisor (its state file at ``path``).
+
+    A file there that is not a state file, or one of a dead supervisor, is not a running
+    job: the new job replaces it."""
+    try:
+        existing = read_state(path)
+    except StateFileError:
+        return
+    if existing is not None and supervisor_alive(existing):
+        raise JobRunningError(
+            f"a job named {job} is already running (supervisor pid {existing.supervisor.pid})",
+            f"stop it with numarun stop {job}, or run this one with numarun run --name OTHER",
+        )
 
 
 def write_state(path: str, state: JobState) -> None:
