@@ -10,7 +10,6 @@ machine: :mod:`numarun.topology` does that.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import os
 
@@ -182,6 +181,8 @@ def within_list(text: str, within: Sequence[int]) -> tuple[frozenset[int], int]:
     naming ``0-999999999`` costs what ``within`` holds. Malformed items raise the
     :class:`ValueError` of :func:`numarun.cpulist.parse_list`.
     """
+    from bisect import bisect_left, bisect_right  # only lists need it: off the start-up path
+
     found: set[int] = set()
     named = 0
     text = text.replace("\x00", "").strip()
@@ -201,7 +202,7 @@ def within_list(text: str, within: Sequence[int]) -> tuple[frozenset[int], int]:
             raise ValueError(f"{item!r} in list {text!r} is not a valid range")
         span = hi - lo + 1
         named += span // group * used + min(span % group, used)
-        start, end = bisect.bisect_left(within, lo), bisect.bisect_right(within, hi)
+        start, end = bisect_left(within, lo), bisect_right(within, hi)
         found.update(x for x in within[start:end] if (x - lo) % group < used)
     return frozenset(found), named
 

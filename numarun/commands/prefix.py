@@ -19,6 +19,8 @@ from numarun.placement.prefix import Request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from numarun.placement.prefix import LaunchPlan
     from numarun.topology import Topology
 
@@ -336,10 +338,14 @@ def _plan(opts: _Options, topology: Topology, *, need_command: bool) -> LaunchPl
     request = opts.request
     root = opts.root or "/"
     if not request.per_rank:
-        from numarun.placement.choose import by_free_memory, live_load
         from numarun.placement.prefix import plan_prefix
 
-        chooser = by_free_memory(live_load(root))
+        def chooser(topology: Topology, candidates: Sequence[int]) -> tuple[int, str]:
+            # Imported only when numarun must choose a node: most runs name theirs.
+            from numarun.placement.choose import by_free_memory, live_load
+
+            return by_free_memory(live_load(root))(topology, candidates)
+
         return plan_prefix(request, topology, chooser=chooser, need_command=need_command)
     from numarun.placement.rank import launcher_room, plan_rank
 

@@ -27,6 +27,8 @@ from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
     from numarun.placement.choose import Chooser
@@ -248,8 +250,6 @@ def plan_prefix(
     need_command: bool = True,
 ) -> LaunchPlan:
     """Check ``request`` against ``topology`` and decide what to apply; change nothing."""
-    from numarun.placement.choose import by_free_memory
-
     bounds = bounds_of(topology, whole_machine=request.whole_machine)
     reasons: list[str] = []
     if request.whole_machine:
@@ -273,7 +273,7 @@ def plan_prefix(
                 topology,
                 bounds,
                 cpus=cpus,
-                chooser=chooser or by_free_memory(),
+                chooser=chooser or _default_chooser,
                 notes=notes,
             )
         if cpus is None and chosen is not None:
@@ -306,6 +306,12 @@ def plan_prefix(
         command=tuple(request.command),
         executable=command_executable(request, need_command),
     )
+
+
+def _default_chooser(topology: Topology, candidates: Sequence[int]) -> tuple[int, str]:
+    from numarun.placement.choose import by_free_memory  # only when a node is chosen
+
+    return by_free_memory()(topology, candidates)
 
 
 def named_nodes(
