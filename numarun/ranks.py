@@ -24,11 +24,12 @@ last node with fewer tasks does not meet.
 
 Under srun, Slurm also says what it did with the CPUs (:func:`slurm_binding`). Its task/affinity
 plugin sets every task's affinity to the step's allocation on the node even with
-``--cpu-bind=none``, so an affinity narrower than the cgroup is no sign of a binding there:
-``SLURM_CPU_BIND_TYPE`` tells ``none`` (the affinity is the allocation, to be shared out
-between the ranks) from a binding (``cores``, ``threads``, ``sockets``, ``ldoms``, ``map_cpu``,
-``mask_cpu`` ...), and ``SLURM_CPU_BIND_LIST`` holds one mask per local task, which says
-which ranks Slurm put on the same CPUs.
+``--cpu-bind=none``, so an affinity narrower than the cgroup is no sign of a binding there.
+``SLURM_CPU_BIND_TYPE`` says ``none`` when the job has the whole node; otherwise Slurm 22.05
+reports every binding it made, ``--cpu-bind=none`` on part of a node included, as
+``mask_cpu:`` with ``SLURM_CPU_BIND_LIST`` the masks of the local tasks in order (one mask
+for all of them: the allocation; ``0x30,0xC0,0x30,0xC0`` for ``--cpu-bind=cores``: tasks 0
+and 2 on one core, 1 and 3 on the other). The list says which ranks share CPUs.
 
 Everything here is a pure function of an environment mapping, so it is tested without any
 launcher installed.

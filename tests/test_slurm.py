@@ -1,9 +1,10 @@
 """``numarun --per-rank`` under srun: Slurm's allocation told from its binding by SLURM_CPU_BIND*.
 
 The machine is the guest's shape, 4 nodes x 1 core x 2 threads (node n: CPUs 2n, 2n+1, one
-core). The environments are what Slurm 22.05's srun and task/affinity give each task: with
-``--cpu-bind=none`` every task's affinity is the step's allocation (``srun -n 4``: CPUs 0-3),
-with a binding its own mask, and ``SLURM_CPU_BIND_LIST`` the masks of all local tasks.
+core). The environments are what Slurm 22.05's srun and task/affinity gave each task in that
+guest (tests/guest/checks_slurm.py runs them for real): ``srun -n 4 --cpu-bind=none`` on a
+4-CPU allocation, CPUs 4-7, gives every task affinity 4-7 and ``mask_cpu:0xF0``; with ``-c 2``
+(the whole node) ``none``; ``--cpu-bind=cores`` ``mask_cpu:0x30,0xC0,0x30,0xC0``.
 """
 
 from __future__ import annotations
@@ -119,13 +120,35 @@ def test_a_bad_bind_list_is_one_usage_line(env: dict[str, str]) -> None:
 # -- srun --cpu-bind=none: the affinity is the allocation --------------------------------------
 
 
+PART_OF_NODE = {
+    "SLURM_CPU_BIND_TYPE": "mask_cpu:",
+    "SLURM_CPU_BIND_LIST": "0xF0",
+    "SLURM_CPU_BIND": "quiet,mask_cpu:0xF0",
+    "SLURM_CPUS_ON_NODE": "4",
+}
+
+
 def test_cpu_bind_none_plans_every_rank_inside_the_allocation(tmp_path: Path) -> None:
-    # srun -n 4 --cpu-bind=none: all four tasks have CPUs 0-3 (nodes 0 and 1).
-    plans = [_rank(tmp_path, [0, 1, 2, 3], _task(r, 4, NONE), "--policy", "bind") for r in range(4)]
-    assert [p.cpus for p in plans] == [{0}, {1}, {2}, {3}]  # distinct CPUs, one each
-    assert [_nodes(p) for p in plans] == [{0}, {0}, {1}, {1}]  # memory on each rank's node
+    # srun -n 4 --cpu-bind=none: all four tasks have CPUs 4-7 (nodes 2 and 3), one mask.
+    plans = [
+        _rank(tmp_path, [4, 5, 6, 7], _task(r, 4, PART_OF_NODE), "--policy", "bind")
+        for r in range(4)
+    ]
+    assert [p.cpus for p in plans] == [{4}, {5}, {6}, {7}]  # distinct CPUs, one each
+    assert [_nodes(p) for p in plans] == [{2}, {2}, {3}, {3}]  # memory on each rank's node
     assert all(p.notice is None for p in plans)  # not "already bound by its launcher"
-    assert any("the step's allocation on this node" in r for r in plans[0].reasons)
+    assert plans[1].heading[1] == "slot: 1 of 4: node(s) 2, CPUs 5 (1 core)"
+    assert any("one CPU mask 4-7 for all 4 local ranks is the step's allocation" in r
+               for r in plans[0].reasons)  # fmt: skip
+
+
+def test_type_none_plans_every_rank_inside_the_allocation(tmp_path: Path) -> None:
+    plans = [_rank(tmp_path, [0, 1, 2, 3], _task(r, 4, NONE), "--policy", "bind") for r in range(4)]
+    assert [p.cpus for p in plans] == [{0}, {1}, {2}, {3}]
+    assert [_nodes(p) for p in plans] == [{0}, {0}, {1}, {1}]
+    assert all(p.notice is None for p in plans)
+    assert any("SLURM_CPU_BIND_TYPE=none: the affinity 0-3 is the step's allocation" in r
+               for r in plans[0].reasons)  # fmt: skip
 
 
 def test_cpus_per_task_allocation_gives_one_rank_per_node(tmp_path: Path) -> None:
@@ -166,18 +189,32 @@ def _bound(masks: list[int], kind: str = "cores,mask_cpu:") -> dict[str, str]:
     return {"SLURM_CPU_BIND_TYPE": kind, "SLURM_CPU_BIND_LIST": ",".join(hex(m) for m in masks)}
 
 
+def _cpus_of(mask: int) -> list[int]:
+    return [c for c in range(mask.bit_length()) if mask >> c & 1]
+
+
 def test_ranks_sharing_a_core_split_it(tmp_path: Path) -> None:
-    # srun -n 4 --cpu-bind=cores in a 2-core allocation: two tasks on each core.
-    masks = [0x3, 0x3, 0xC, 0xC]
-    plans = [
-        _rank(tmp_path, [2 * (r // 2), 2 * (r // 2) + 1], _task(r, 4, _bound(masks)),
-              "--policy", "bind")
-        for r in range(4)
-    ]  # fmt: skip
-    assert [p.cpus for p in plans] == [{0}, {1}, {2}, {3}]
-    assert [_nodes(p) for p in plans] == [{0}, {0}, {1}, {1}]
+    # srun -n 4 --cpu-bind=cores in a 2-core allocation: cyclic, tasks 0 and 2 on one core.
+    masks = [0x30, 0xC0, 0x30, 0xC0]
+    plans = [_rank(tmp_path, _cpus_of(masks[r]), _task(r, 4, _bound(masks, "mask_cpu:")),
+                   "--policy", "bind")
+             for r in range(4)]  # fmt: skip
+    assert [p.cpus for p in plans] == [{4}, {6}, {5}, {7}]  # Slurm's cores, a thread each
+    assert [_nodes(p) for p in plans] == [{2}, {3}, {2}, {3}]  # memory follows
     assert all(p.notice is None for p in plans)
-    assert any("shared with local rank(s) 1" in r for r in plans[0].reasons)
+    assert any("Slurm bound this rank to CPUs 4-5, shared with local rank(s) 2" in r
+               for r in plans[0].reasons)  # fmt: skip
+    assert plans[2].heading[1] == "slot: 1 of 2 sharing the binding 4-5: node(s) 2, CPUs 5 (1 core)"
+
+
+def test_slurms_own_binding_one_thread_each_is_kept(tmp_path: Path) -> None:
+    # srun -n 4 with no --cpu-bind: task/affinity's implicit binding to threads.
+    masks = [0x10, 0x40, 0x20, 0x80]
+    plans = [_rank(tmp_path, _cpus_of(masks[r]), _task(r, 4, _bound(masks, "mask_cpu:")),
+                   "--policy", "bind")
+             for r in range(4)]  # fmt: skip
+    assert [p.cpus for p in plans] == [{4}, {6}, {5}, {7}]
+    assert [_nodes(p) for p in plans] == [{2}, {3}, {2}, {3}]
 
 
 def test_a_rank_alone_on_its_core_keeps_it_and_memory_follows(tmp_path: Path) -> None:

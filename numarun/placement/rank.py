@@ -14,10 +14,13 @@ whose cgroup is unknown) turns the check off.
 
 Under srun the guess is not needed, and would be wrong: Slurm's task/affinity sets each task's
 affinity to the step's allocation even with ``--cpu-bind=none``, and says what it did
-(:func:`numarun.ranks.slurm_binding`). ``none``: the affinity is the allocation, and all the
-step's local ranks are planned within it like unbound ones. A binding (``cores``, ``sockets``,
-``map_cpu`` ...): Slurm's CPUs are kept, memory follows them, and the ranks Slurm put on the
-same CPUs (its mask list says which) split them as that many slots. Under task/cgroup the
+(:func:`numarun.ranks.slurm_binding`). ``none`` (the job has the whole node), or one mask for
+every local task (``mask_cpu:0xF0``: what ``--cpu-bind=none`` reads as on part of a node):
+the affinity is the allocation, and all the step's local ranks are planned within it like
+unbound ones. A binding (``cores``, ``sockets``, ``map_cpu`` ..., all reported by
+task/affinity as ``mask_cpu`` with one mask per task): Slurm's CPUs are kept, memory follows
+them, and the ranks Slurm put on the same CPUs (its mask list says which) split them as that
+many slots. Under task/cgroup the
 step's cgroup cpuset is the bound, as any cgroup's is (:func:`.bounds.bounds_of`).
 """
 
@@ -112,6 +115,14 @@ def _share(
         sharers = binding.sharers(info.rank, info.size)
         if mine is None or (mine & bounds.cpus) != given:
             sharers = (info.rank,)
+        if len(sharers) == info.size > 1:
+            # How srun --cpu-bind=none reads on part of a node: one mask, the allocation.
+            return Share(
+                info.size, info.rank,
+                f"{binding.source}: one CPU mask {format_list(given)} for all {info.size} "
+                "local ranks is the step's allocation on this node; every local rank is "
+                "planned within it",
+            )  # fmt: skip
         others = [str(t) for t in sharers if t != info.rank]
         shared = f", shared with local rank(s) {','.join(others)}" if others else ""
         return Share(
