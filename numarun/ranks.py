@@ -22,6 +22,15 @@ the ones that describe the ranks it started. The step's real task count goes bef
 ``SLURM_NTASKS_PER_NODE`` because the latter is the request (``--ntasks-per-node``), which a
 last node with fewer tasks does not meet.
 
+Under srun, Slurm also says what it did with the CPUs (:func:`slurm_binding`). Its task/affinity
+plugin sets every task's affinity to the step's allocation on the node even with
+``--cpu-bind=none``, so an affinity narrower than the cgroup is no sign of a binding there.
+``SLURM_CPU_BIND_TYPE`` says ``none`` when the job has the whole node; otherwise Slurm 22.05
+reports every binding it made, ``--cpu-bind=none`` on part of a node included, as
+``mask_cpu:`` with ``SLURM_CPU_BIND_LIST`` the masks of the local tasks in order (one mask
+for all of them: the allocation; ``0x30,0xC0,0x30,0xC0`` for ``--cpu-bind=cores``: tasks 0
+and 2 on one core, 1 and 3 on the other). The list says which ranks share CPUs.
+
 Everything here is a pure function of an environment mapping, so it is tested without any
 launcher installed.
 """
@@ -45,6 +54,17 @@ SLURM_NODE = "SLURM_NODEID"
 #: Per-node task lists, the step's first (see the module docstring for the order).
 SLURM_TASK_LISTS = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
 SLURM_PER_NODE = "SLURM_NTASKS_PER_NODE"
+SLURM_BIND_TYPE = "SLURM_CPU_BIND_TYPE"
+SLURM_BIND_LIST = "SLURM_CPU_BIND_LIST"
+SLURM_BIND = "SLURM_CPU_BIND"  # "quiet,mask_cpu:0x3,0xC": both of the above in one
+#: ``--cpu-bind`` types that bind each task; the entity words first, so that "cores" names
+#: a binding that task/affinity also reports as the masks it computed ("cores,mask_cpu:").
+SLURM_BIND_KINDS = (
+    "threads", "cores", "sockets", "ldoms", "boards", "rank", "rank_ldom",
+    "map_cpu", "mask_cpu", "map_ldom", "mask_ldom",
+)  # fmt: skip
+#: Types whose list is of memory nodes, not CPUs: no CPU masks to compare ranks by.
+_NODE_LISTS = ("map_ldom", "mask_ldom")
 
 
 class RankInfo(Value):
@@ -67,6 +87,79 @@ class RankInfo(Value):
             f"local rank {self.rank} of {self.size} (rank from {self.rank_from}, "
             f"size from {self.size_from})"
         )
+
+
+class SlurmBinding(Value):
+    """What srun did with this step's CPUs, from ``SLURM_CPU_BIND_TYPE`` and its list.
+
+    ``kind`` is ``none`` (no binding: the affinity is the step's allocation) or the type that
+    bound the tasks (``cores``, ``mask_cpu``, ...). ``masks`` holds the CPUs of each local
+    task in local-id order, used cyclically as Slurm does when there are fewer entries than
+    tasks; empty when Slurm gave no CPU list. ``source`` is how a user would look it up.
+    """
+
+    kind: str
+    masks: tuple[frozenset[int], ...] = ()
+    source: str
+
+    def mask_of(self, task: int) -> frozenset[int] | None:
+        """The CPUs Slurm gave local task ``task``, or None when its list does not say."""
+        return self.masks[task % len(self.masks)] if self.masks else None
+
+    def sharers(self, task: int, size: int) -> tuple[int, ...]:
+        """The local tasks (of ``size``) Slurm bound to the same CPUs as ``task``, ascending."""
+        mine = self.mask_of(task)
+        if mine is None:
+            return (task,)
+        return tuple(t for t in range(size) if self.mask_of(t) == mine)
+
+
+def _bind_list_item(item: str, kind: str, whole: str, name: str) -> frozenset[int]:
+    """One entry of a CPU bind list: a CPU id for map_cpu, a hexadecimal mask otherwise."""
+    from numarun.cpulist import parse_mask
+
+    try:
+        if kind == "map_cpu":
+            return frozenset({int(item, 16 if item.lower().startswith("0x") else 10)})
+        return parse_mask(item)
+    except ValueError:
+        raise UsageError(
+            f"{name}={whole!r} is not a Slurm CPU bind list",
+            "expected CPU masks such as 0x3,0xC (or CPU ids for map_cpu); check srun --cpu-bind",
+        ) from None
+
+
+def slurm_binding(env: Mapping[str, str]) -> SlurmBinding | None:
+    """srun's CPU binding of this step, or None when Slurm does not say (then guess).
+
+    ``SLURM_CPU_BIND_TYPE`` and ``SLURM_CPU_BIND_LIST`` first, else both from
+    ``SLURM_CPU_BIND``. Words that qualify the type (``quiet``, ``verbose``) are skipped;
+    a type with no binding word in it is no answer.
+    """
+    type_text = env.get(SLURM_BIND_TYPE)
+    list_text = env.get(SLURM_BIND_LIST, "")
+    name, list_name = SLURM_BIND_TYPE, SLURM_BIND_LIST
+    if type_text is None:
+        combined = env.get(SLURM_BIND)
+        if combined is None:
+            return None
+        type_text, _, list_text = combined.partition(":")
+        name = list_name = SLURM_BIND
+    words = [w.strip().rstrip(":").lower() for w in type_text.split(",")]
+    source = f"{name}={env[name].strip()}"
+    if "none" in words:
+        return SlurmBinding(kind="none", source=source)
+    kinds = [k for k in SLURM_BIND_KINDS if k in words]
+    if not kinds:
+        return None
+    items = [i.strip() for i in list_text.split(",") if i.strip()]
+    masked = [k for k in kinds if k in ("map_cpu", "mask_cpu")]
+    if any(k in _NODE_LISTS for k in kinds) or not items:
+        return SlurmBinding(kind=kinds[0], source=source)
+    list_kind = masked[0] if masked else "mask_cpu"
+    whole = env.get(list_name, list_text)
+    masks = tuple(_bind_list_item(i, list_kind, whole, list_name) for i in items)
+    return SlurmBinding(kind=kinds[0], masks=masks, source=source)
 
 
 def parse_task_list(text: str, name: str = "SLURM_TASKS_PER_NODE") -> list[int]:

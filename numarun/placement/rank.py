@@ -11,6 +11,17 @@ its cgroup allows (``room``, see :func:`launcher_room`), the launcher bound the 
 CPUs it was given: the launcher's binding is this rank's share, and numarun cannot know the
 others' without talking to them. ``notice`` says so, for stderr. ``room`` None (a snapshot,
 whose cgroup is unknown) turns the check off.
+
+Under srun the guess is not needed, and would be wrong: Slurm's task/affinity sets each task's
+affinity to the step's allocation even with ``--cpu-bind=none``, and says what it did
+(:func:`numarun.ranks.slurm_binding`). ``none`` (the job has the whole node), or one mask for
+every local task (``mask_cpu:0xF0``: what ``--cpu-bind=none`` reads as on part of a node):
+the affinity is the allocation, and all the step's local ranks are planned within it like
+unbound ones. A binding (``cores``, ``sockets``, ``map_cpu`` ..., all reported by
+task/affinity as ``mask_cpu`` with one mask per task): Slurm's CPUs are kept, memory follows
+them, and the ranks Slurm put on the same CPUs (its mask list says which) split them as that
+many slots. Under task/cgroup the
+step's cgroup cpuset is the bound, as any cgroup's is (:func:`.bounds.bounds_of`).
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ if TYPE_CHECKING:
     from numarun.placement.bounds import Bounds
     from numarun.placement.prefix import Request
     from numarun.placement.slots import Placement
-    from numarun.ranks import RankInfo
+    from numarun.ranks import RankInfo, SlurmBinding
     from numarun.topology import Topology
 
 
@@ -72,6 +83,64 @@ def _check_size(info: RankInfo, topology: Topology, room: frozenset[int], smt: s
         )
 
 
+class Share:
+    """How this rank's slot is found: slot ``index`` of ``count`` planned over the pool."""
+
+    __slots__ = ("count", "guessed", "index", "why")
+
+    def __init__(self, count: int, index: int, why: str, *, guessed: bool = False) -> None:
+        self.count = count
+        self.index = index
+        self.why = why  # the --explain reason: whose CPUs these are, and who shares them
+        self.guessed = guessed  # "already bound", told only by affinity narrower than room
+
+
+def _share(
+    info: RankInfo,
+    binding: SlurmBinding | None,
+    bounds: Bounds,
+    host: frozenset[int],
+) -> Share:
+    """All N slots, Slurm's binding (split between the ranks sharing it), or a guessed one."""
+    given = bounds.inherited
+    if binding is not None and binding.kind == "none":
+        return Share(
+            info.size, info.rank,
+            f"{binding.source}: the affinity {format_list(given)} is the step's allocation on "
+            "this node, not a binding; every local rank is planned within it",
+        )  # fmt: skip
+    if binding is not None:
+        mine = binding.mask_of(info.rank)
+        # The kernel's affinity is the truth; the list only says who shares it.
+        sharers = binding.sharers(info.rank, info.size)
+        if mine is None or (mine & bounds.cpus) != given:
+            sharers = (info.rank,)
+        if len(sharers) == info.size > 1:
+            # How srun --cpu-bind=none reads on part of a node: one mask, the allocation.
+            return Share(
+                info.size, info.rank,
+                f"{binding.source}: one CPU mask {format_list(given)} for all {info.size} "
+                "local ranks is the step's allocation on this node; every local rank is "
+                "planned within it",
+            )  # fmt: skip
+        others = [str(t) for t in sharers if t != info.rank]
+        shared = f", shared with local rank(s) {','.join(others)}" if others else ""
+        return Share(
+            len(sharers), sharers.index(info.rank),
+            f"{binding.source}: Slurm bound this rank to CPUs {format_list(given)}{shared}; "
+            "numarun keeps that binding and places memory to follow it",
+        )  # fmt: skip
+    if given < host:
+        return Share(
+            1, 0,
+            f"already bound: this process may run on CPUs {format_list(given)} only, fewer "
+            "than its cpuset allows, so its launcher placed it; numarun works within those "
+            "CPUs as one slot instead of re-planning every rank",
+            guessed=True,
+        )  # fmt: skip
+    return Share(info.size, info.rank, "")
+
+
 def _slot(
     info: RankInfo,
     request: Request,
@@ -79,32 +148,35 @@ def _slot(
     bounds: Bounds,
     pool: frozenset[int],
     *,
-    bound: bool,
+    share: Share,
     notes: tuple[list[str], list[str], list[str]],
 ) -> Placement:
-    """This rank's slot: alone within the launcher's binding, or its share of all N."""
+    """This rank's slot: its share of all N, of the launcher's binding, or of Slurm's."""
     heading, reasons, warnings = notes
     smt = request.smt or "allow"
     mode = request.mode if request.mode is not None else "default"
     word = request.preset_nodes if request.nodes is None else None
-    count, index = (1, 0) if bound else (info.size, info.rank)
     slot = plan_slots(
-        topology, count, smt=smt, policy=mode, memory_nodes=word, warnings=warnings,
+        topology, share.count, smt=smt, policy=mode, memory_nodes=word, warnings=warnings,
         usable=pool, bounds=bounds,
-    )[index]  # fmt: skip
+    )[share.index]  # fmt: skip
     cores = f"{slot.cores} core" if slot.cores == 1 else f"{slot.cores} cores"
     where = f"{format_list(slot.nodes)}, CPUs {format_list(slot.cpus)} ({cores})"
-    if bound:
-        heading.append(f"slot: within the launcher's binding {format_list(pool)}: node(s) {where}")
-        reasons.append(
-            f"already bound: this process may run on CPUs {format_list(bounds.inherited)} only, "
-            "fewer than its cpuset allows, so its launcher placed it; numarun works within "
-            "those CPUs as one slot instead of re-planning every rank"
+    everyone = share.count == info.size and share.index == info.rank and not share.guessed
+    if everyone:
+        heading.append(f"slot: {info.rank} of {info.size}: node(s) {where}")
+    elif share.count > 1:
+        heading.append(
+            f"slot: {share.index} of {share.count} sharing the binding {format_list(pool)}: "
+            f"node(s) {where}"
         )
     else:
-        heading.append(f"slot: {info.rank} of {info.size}: node(s) {where}")
+        heading.append(f"slot: within the launcher's binding {format_list(pool)}: node(s) {where}")
+    if share.why:
+        reasons.append(share.why)
+    if everyone or share.count > 1:
         reasons.append(
-            f"slot {info.rank}: {info.size} slots planned over CPUs {format_list(pool)} "
+            f"slot {share.index}: {share.count} slots planned over CPUs {format_list(pool)} "
             f"({bounds.affinity}) with smt {smt}, as `numarun plan` would (one node per rank "
             "when ranks equal nodes, in proportion otherwise, cores before SMT siblings); "
             "every rank computes the same plan"
@@ -121,9 +193,11 @@ def plan_rank(
     need_command: bool = True,
 ) -> LaunchPlan:
     """Plan this process as one rank of several on this host; change nothing."""
-    from numarun.ranks import discover
+    from numarun.ranks import discover, slurm_binding
 
     info = discover(env, request.rank, request.ranks)
+    # Slurm's word on its binding counts only for the ranks Slurm started (not mpirun's).
+    binding = slurm_binding(env) if info.launcher == "Slurm" else None
     bounds = bounds_of(topology, whole_machine=request.whole_machine)
     heading = [
         f"rank: {info.rank} of {info.size} on this host ({info.launcher}: {info.rank_from}, "
@@ -134,7 +208,7 @@ def plan_rank(
     mode, flags = checked_mode(request, reasons)
     given = bounds.inherited
     host = given if room is None else room | given
-    bound = given < host
+    share = _share(info, binding, bounds, host)
     pool = given
     restricted = requested_cpus(request, topology, bounds, reasons)
     if restricted is not None:
@@ -142,12 +216,14 @@ def plan_rank(
     if not pool:
         raise refusals.no_cpus("the CPU options", given)
     nodes = named_nodes(request, topology, bounds, reasons)
-    _check_size(info, topology, host if bound else pool, request.smt or "allow")
+    if binding is None or binding.kind == "none":
+        # A binding Slurm made is Slurm's to size: ranks it stacked on a CPU share it.
+        _check_size(info, topology, host if share.guessed else pool, request.smt or "allow")
     slot = _slot(
-        info, request, topology, bounds, pool, bound=bound, notes=(heading, reasons, warnings)
+        info, request, topology, bounds, pool, share=share, notes=(heading, reasons, warnings)
     )
     notice = None
-    if bound:
+    if share.guessed:
         notice = (
             f"numarun: rank {info.rank} of {info.size} was already bound by its launcher to CPUs "
             f"{format_list(given)} (its cpuset allows {format_list(host)}); placing it within "
