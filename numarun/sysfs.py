@@ -426,12 +426,17 @@ def interleave_weights(root: Root) -> dict[int, int]:
     does not hold a number is left out: weights only shape what the kernel does anyway.
     """
     out: dict[int, int] = {}
-    for node in numbered_entries(root.listdir(WEIGHTS_DIR), "node"):
+    for node in interleave_nodes(root):
         text = root.read(f"{WEIGHTS_DIR}/node{node}", quiet=True)
         word = (text or "").strip()
         if word.isascii() and word.isdigit():
             out[node] = int(word)
     return out
+
+
+def interleave_nodes(root: Root) -> list[int]:
+    """The nodes that have a weight file (every possible node, or those with memory)."""
+    return numbered_entries(root.listdir(WEIGHTS_DIR), "node")
 
 
 def interleave_auto(root: Root) -> bool | None:
@@ -457,9 +462,10 @@ def write_interleave_auto(root: Root) -> None:
         f.write("true\n")
 
 
-def interleave_weights_writable(root: Root, nodes: Sequence[int]) -> bool:
-    """Whether this process may write every one of these nodes' weights (root may)."""
-    return all(os.access(root.join(f"{WEIGHTS_DIR}/node{n}"), os.W_OK) for n in nodes)
+def interleave_writable(root: Root, nodes: Sequence[int], *, auto: bool = False) -> bool:
+    """Whether this process may write these nodes' weights (and ``auto``): root may."""
+    names = [f"node{n}" for n in nodes] + (["auto"] if auto else [])
+    return all(os.access(root.join(f"{WEIGHTS_DIR}/{name}"), os.W_OK) for name in names)
 
 
 def memory_tiers(root: Root, nodes: Sequence[int]) -> dict[int, frozenset[int]]:
