@@ -17,6 +17,7 @@ Every write goes to a root (``/`` on a live machine), so tests point it at a fak
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 
@@ -25,7 +26,7 @@ from numarun.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from numarun.topology import Topology
 
@@ -75,8 +76,9 @@ def from_bandwidth(topology: Topology, nodes: list[int]) -> dict[int, int]:
     return small_ratio(bandwidth)
 
 
-def parse_given(text: str, known: list[int]) -> dict[int, int]:
-    """``0=5,2=2`` as {0: 5, 2: 2}; refused in one line when malformed or naming no node."""
+def parse_given(text: str, known: list[int] | None) -> dict[int, int]:
+    """``0=5,2=2`` as {0: 5, 2: 2}; refused in one line when malformed or naming a node not
+    in ``known`` (None: the syntax only, as a job spec is checked before the machine)."""
     out: dict[int, int] = {}
     for item in text.split(","):
         node_text, sep, weight_text = item.strip().partition("=")
@@ -93,9 +95,9 @@ def parse_given(text: str, known: list[int]) -> dict[int, int]:
                 "the kernel keeps weights from 1 to 255",
             )
         out[node] = weight
-    unknown = sorted(set(out) - set(known))
+    unknown = sorted(set(out) - set(known)) if known is not None else []
     if unknown:
-        raise refusals.unknown("weights --set", "node", unknown, known)
+        raise refusals.unknown("weights --set", "node", unknown, known or ())
     return out
 
 
@@ -156,3 +158,31 @@ def _undo(fs: sysfs.Root, written: list[int], old: Mapping[int, int], auto: bool
             sysfs.write_interleave_weight(fs, node, old[node])
     if auto:
         sysfs.write_interleave_auto(fs)
+
+
+def wanted(value: str, topology: Topology, root: str = "/") -> dict[int, int]:
+    """The weights ``bandwidth`` or ``N=W,...`` asks for on this machine."""
+    known = nodes(root)
+    return from_bandwidth(topology, known) if value == "bandwidth" else parse_given(value, known)
+
+
+@contextlib.contextmanager
+def applied(value: str, topology: Topology, root: str = "/") -> Iterator[dict[int, int]]:
+    """The weights ``value`` asks for, in force while the block runs; restored after it.
+
+    A job's ``weights = "bandwidth"``: refused (not root, no weighted interleave, no HMAT)
+    on entering, before anything starts. On leaving, the nodes written get their previous
+    weights back, and ``auto`` is turned on again where it was on.
+    """
+    auto, before = current(root)
+    asked = wanted(value, topology, root)
+    write(asked, root)
+    try:
+        yield asked
+    finally:
+        fs = sysfs.Root(root)
+        for node in asked:
+            if node in before:
+                sysfs.write_interleave_weight(fs, node, before[node])
+        if auto:
+            sysfs.write_interleave_auto(fs)

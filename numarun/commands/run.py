@@ -21,7 +21,10 @@ from numarun.errors import ProcessError, SupervisorError
 from numarun.options import typer_option
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from numarun.supervisor.state import JobState
+    from numarun.topology import Topology
 
 RUN_HELP = (
     "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
@@ -50,7 +53,8 @@ def run_job(
     from numarun.topology import read_topology
 
     spec = load_spec(spec_file)
-    plan = plan_job(read_topology(), spec)
+    topology = read_topology()
+    plan = plan_job(topology, spec)
     for warning in plan.warnings:
         print(f"numarun: warning: {warning}", file=sys.stderr)
     job = job_from_plan(plan, name)
@@ -58,12 +62,23 @@ def run_job(
         colour = False
     printer = PrefixPrinter(job.workers, colour=colour)
     supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
-    with supervisor.handle_signals():
+    with _job_weights(spec.weights, topology), supervisor.handle_signals():
         supervisor.start()
         result = supervisor.run()
     if not result.ok:
         raise result.error()
     return 0
+
+
+def _job_weights(value: str | None, topology: Topology) -> AbstractContextManager[object]:
+    """The job's ``weights`` in force while it runs (refused before anything starts)."""
+    import contextlib
+
+    if value is None:
+        return contextlib.nullcontext()
+    from numarun import weights
+
+    return weights.applied(value, topology)
 
 
 # -- status ------------------------------------------------------------------------------
