@@ -288,7 +288,7 @@ def no_bandwidth(where: str, node: int | None) -> NumarunError:
     return UnsuitableError(
         f"{where}: {subject} no HMAT bandwidth figure (nodeN/access0/initiators/"
         "read_bandwidth; the firmware gives none)",
-        "give the weights yourself, such as --set 0=5,2=2",
+        "use --set measured (numarun probe's figures), or give them, such as --set 0=5,2=2",
     )
 
 

@@ -41,11 +41,12 @@ def weights(
     if reset:
         before, after = lib.reset(root)
     else:
-        wanted = (
-            lib.from_bandwidth(topology, known)
-            if set_to == "bandwidth"
-            else lib.parse_given(set_to or "", known)
-        )
+        if set_to == "bandwidth":
+            wanted = lib.from_bandwidth(topology, known)
+        elif set_to == "measured":
+            wanted = _measured(known)
+        else:
+            wanted = lib.parse_given(set_to or "", known)
         before, after = lib.write(wanted, root)
     if as_json:
         _json({"old": before, "new": after})
@@ -54,6 +55,15 @@ def weights(
     for node in sorted(after):
         mark = "" if before.get(node) == after[node] else "  changed"
         print(f"{node:>4} {before.get(node, '-'):>4} {after[node]:>4}{mark}")
+
+
+def _measured(known: list[int]) -> dict[int, int]:
+    """Weights from the bandwidth numarun probe measures here (no HMAT needed)."""
+    from numarun import probe, weights
+    from numarun.commands.probe import measured
+
+    found = probe.best_bandwidth(measured())
+    return weights.small_ratio({n: float(b) for n, b in found.items() if n in known and b})
 
 
 def _show(
