@@ -122,6 +122,7 @@ def test_reset_goes_back_to_one_or_to_auto(tmp_path: Path) -> None:
         (["--set", "0=256"], 2, "weight 256 for node 0 is outside 1-255"),
         (["--set", "7=1"], 4, "node 7 does not exist"),
         (["--set", "bandwidth", "--reset"], 2, "--set and --reset both"),
+        (["--set", "measured"], 2, "the probe measures this machine, not --root's"),
     ],
 )
 def test_refusals_are_one_line(tmp_path: Path, args: list[str], code: int, words: str) -> None:

@@ -44,6 +44,11 @@ def weights(
         if set_to == "bandwidth":
             wanted = lib.from_bandwidth(topology, known)
         elif set_to == "measured":
+            if root != "/":
+                raise UsageError(
+                    "weights --set measured: the probe measures this machine, not --root's",
+                    "drop --root, or give the weights as N=W",
+                )
             wanted = _measured(known)
         else:
             wanted = lib.parse_given(set_to or "", known)
