@@ -17,7 +17,7 @@ import typer
 from numarun.options import PREFIX, options_of, typer_option
 
 # Modules under numarun.commands that add commands to the application, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("topology", "placement", "plan", "run")
+COMMAND_MODULES: tuple[str, ...] = ("topology", "placement", "plan", "run", "weights", "probe")
 
 HELP = (
     "NUMA placement launcher and workload supervisor.\n\n"

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 PREFIX = "prefix"
 FAST_COMMANDS = ("topology", "placement", "numastat", "migrate")
-TYPER_COMMANDS = ("plan", "policies", "run", "status", "stop")
+TYPER_COMMANDS = ("plan", "policies", "run", "status", "stop", "weights", "probe")
 COMMANDS = (PREFIX, *FAST_COMMANDS, *TYPER_COMMANDS)
 _ALL = COMMANDS
 
@@ -147,9 +147,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("topology", ("--topology",), "FILE-or-DIR", "Use a saved snapshot or a sysfs root "
         "instead of this machine.", (PREFIX, "topology", "plan"), group=OTHER),
     Opt("root", ("--root",), "DIR", "Read sys/ and proc/ under DIR instead of /.",
-        (PREFIX, "topology", "placement", "numastat", "migrate"), group=OTHER),
+        (PREFIX, "topology", "placement", "numastat", "migrate", "weights"), group=OTHER),
     Opt("json", ("--json",), None, "Print JSON instead of text (fields: man numarun).",
-        ("topology", "placement", "numastat", "migrate", "plan", "policies", "status")),
+        ("topology", "placement", "numastat", "migrate", "plan", "policies", "status",
+         "weights", "probe")),
     Opt("save", ("--save",), "FILE", "Save a snapshot of the topology to FILE.", ("topology",)),
     Opt("colour", ("--color",), None, "Colour (default: on a terminal, unless NO_COLOR).",
         ("topology", "run"), default=None, negative="--no-color"),
@@ -167,6 +168,16 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("now", ("--now",), None, "Kill the workers at once (SIGKILL).", ("stop",)),
     Opt("timeout", ("--timeout",), "SECONDS", "How long to wait for the job to end.",
         ("stop",), default=60.0),
+    Opt("set_weights", ("--set",), "bandwidth|measured|N=W,...", "Write weighted-interleave "
+        "weights (root): bandwidth, in proportion to each node's HMAT read bandwidth; "
+        "measured, to the bandwidth numarun probe measures; or the given ones, such as "
+        "0=5,2=2; all or none.", ("weights",)),
+    Opt("reset_weights", ("--reset",), None, "Give the weights back to the kernel: auto where "
+        "it has that (Linux 6.16+), else 1 on every node (root).", ("weights",)),
+    Opt("probe_size", ("--size",), "BYTES", "Buffer per measurement, such as 64M or 1G "
+        "(default 64M).", ("probe",)),
+    Opt("probe_threads", ("--threads",), "N", "At most N threads per CPU node (default: one "
+        "per physical core).", ("probe",)),
     Opt("version", ("--version",), None, "Print the version.", (PREFIX,), group=OTHER),
     # click's own help option in the typer application; the fast parser hands it to typer.
     Opt("help", ("-h", "--help"), None, "Show this message and exit.", _ALL),

@@ -83,13 +83,17 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "preferred with several nodes; a node-less mode (local, default) with nodes",
             "no allowed node with memory, or none with both CPUs and memory to choose",
             "more workers or ranks than usable CPUs, or a cpus_per_worker that does not fit",
+            "weights from bandwidth where a memory node has no HMAT bandwidth figure",
         ),
     ),
     (
         KernelRefusedError.exit_code,
         "The kernel refused: a seccomp filter or security module, no NUMA support, a mode "
         "or flag newer than the running kernel.",
-        (),
+        (
+            "numarun weights on a kernel without weighted interleave (before Linux 6.9)",
+            "numarun weights --set or --reset without root, or a weight the kernel refuses",
+        ),
     ),
     (
         TopologyError.exit_code,
@@ -311,6 +315,42 @@ def nothing_to_choose(where: str) -> NumarunError:
         f"{where}: no node has both CPUs and memory that this process may use, so numarun "
         "cannot choose one",
         "name the memory nodes (see numarun --hardware)",
+    )
+
+
+# --- tiered memory: weighted-interleave weights ------------------------------------------
+
+
+def no_bandwidth(where: str, node: int | None) -> NumarunError:
+    subject = f"node {node} has" if node is not None else "no memory node has"
+    return UnsuitableError(
+        f"{where}: {subject} no HMAT bandwidth figure (nodeN/access0/initiators/"
+        "read_bandwidth; the firmware gives none)",
+        "use --set measured (numarun probe's figures), or give them, such as --set 0=5,2=2",
+    )
+
+
+def no_weighted_interleave(kernel: str | None) -> NumarunError:
+    return KernelRefusedError(
+        f"this kernel ({kernel or 'release unknown'}) has no weighted interleave: "
+        "/sys/kernel/mm/mempolicy/weighted_interleave is missing (Linux 6.9+)",
+        "boot Linux 6.9 or newer, or spread pages evenly with --interleave",
+    )
+
+
+def weights_need_root() -> NumarunError:
+    return KernelRefusedError(
+        "writing weighted-interleave weights needs root (the files under "
+        "/sys/kernel/mm/mempolicy/weighted_interleave are root's)",
+        "run it as root, such as with sudo",
+    )
+
+
+def weight_refused(node: int | None, weight: int | None, reason: str) -> NumarunError:
+    what = f"weight {weight} for node {node}" if node is not None else "auto mode"
+    return KernelRefusedError(
+        f"the kernel refused {what} ({reason}); the weights are as they were",
+        "check the node has memory (numarun topology) and the weight is 1-255",
     )
 
 

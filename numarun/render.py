@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TextIO
 
-    from numarun.topology import Topology
+    from numarun.topology import Node, Topology
 
 # SGR codes; used only when colour is on.
 _BOLD, _DIM, _CYAN, _YELLOW, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[36m", "\x1b[33m", "\x1b[0m"
@@ -84,12 +84,36 @@ def warnings(topology: Topology) -> list[str]:
             f"this process may use only CPUs {cpus} and memory nodes {mems} ({allowed.source})"
         )
     out.extend(topology.notes)  # files read leniently, as hwloc reads them
-    if topology.identity.numa_balancing:
+    if topology.identity.numa_balancing_mode == 2:
+        out.append(
+            "NUMA balancing is in memory-tiering mode (2): the kernel promotes hot pages from "
+            "lower tiers, away from their placement (sysctl kernel.numa_balancing=0 turns it off)"
+        )
+    elif topology.identity.numa_balancing:
         out.append(
             "automatic NUMA balancing is on: the kernel may move pages and tasks away from "
             "their placement (sysctl kernel.numa_balancing=0 turns it off)"
         )
+    out.extend(_weight_warnings(topology))
     return out
+
+
+def _weight_warnings(topology: Topology) -> list[str]:
+    """Equal interleave weights on nodes of unequal bandwidth: what 6.9-6.15 kernels keep."""
+    weighted = topology.weighted_interleave
+    if weighted is None or weighted.auto:
+        return []
+    bandwidths = {
+        n.id: n.access.read_bandwidth_mbps
+        for n in topology.nodes.values()
+        if n.access is not None and n.access.read_bandwidth_mbps and n.id in weighted.weights
+    }
+    if len(set(bandwidths.values())) > 1 and len({weighted.weights[n] for n in bandwidths}) == 1:
+        return [
+            "weighted interleave weights are all equal though the nodes' bandwidths differ "
+            "(numarun weights --set bandwidth sets them in proportion)"
+        ]
+    return []
 
 
 def _nodes(ids: list[int]) -> str:
@@ -107,7 +131,9 @@ def render_drawing(topology: Topology, *, colour: bool = False, width: int = 80)
     if ident.kernel:
         facts.append(f"kernel {ident.kernel}")
     if ident.numa_balancing is not None:
-        facts.append(f"NUMA balancing {'on' if ident.numa_balancing else 'off'}")
+        facts.append(
+            f"NUMA balancing {_balancing(ident.numa_balancing_mode, on=ident.numa_balancing)}"
+        )
     lines.append(paint(who, _BOLD) + ": " + ", ".join(facts))
 
     inner = max(40, width - 4)
@@ -131,17 +157,70 @@ def render_drawing(topology: Topology, *, colour: bool = False, width: int = 80)
         cells += [paint(f"x{c}", _DIM) for c in sorted(node.cpus) if not topology.cpus[c].online]
         for row in _wrap(cells, inner - 1):
             lines.append("│ " + row)
+        memory_line = _tier_line(node)
+        if memory_line:
+            lines.append("│ " + paint(memory_line, _DIM))
         lines.append("╰" + "─" * inner + "╯")
     legend = "cores as [siblings]; (n) not allowed here; xn offline"
     lines.append(paint(legend, _DIM))
     lines.append("")
     lines.append("distances:")
     lines.extend(_matrix(topology, indent="  "))
+    lines.extend(_tiering_lines(topology))
     notes = warnings(topology)
     if notes:
         lines.append("")
         lines.extend(paint(f"warning: {w}", _YELLOW) for w in notes)
     return "\n".join(lines) + "\n"
+
+
+def _balancing(mode: int | None, *, on: bool) -> str:
+    """``kernel.numa_balancing`` in words: 2 is memory tiering (promotion from slow tiers)."""
+    words = {0: "off", 1: "on", 2: "tiering", 3: "on+tiering"}
+    return words.get(mode, "on" if on else "off") if mode is not None else ("on" if on else "off")
+
+
+def _gbps(mbps: int | None) -> str:
+    return f"{mbps / 1000:.1f} GB/s" if mbps is not None else "? GB/s"
+
+
+def _tier_line(node: Node) -> str:
+    """``tier 35 · read 8.0 GB/s 250 ns, write 8.0 GB/s 300 ns from node 0`` (what is known)."""
+    parts = [f"tier {node.tier}"] if node.tier is not None else []
+    access = node.access
+    if access is not None:
+        figures = []
+        for way in ("read", "write"):
+            bandwidth = getattr(access, f"{way}_bandwidth_mbps")
+            latency = getattr(access, f"{way}_latency_ns")
+            if bandwidth is not None or latency is not None:
+                ns = f" {latency} ns" if latency is not None else ""
+                figures.append(f"{way} {_gbps(bandwidth)}{ns}")
+        if figures:
+            near = access.initiators
+            source = f" from {_nodes_word(sorted(near))}" if near else ""
+            parts.append(", ".join(figures) + source)
+    return " · ".join(parts)
+
+
+def _nodes_word(ids: list[int]) -> str:
+    return f"node{'s' if len(ids) > 1 else ''} {cpulist.format_list(ids)}"
+
+
+def _tiering_lines(topology: Topology) -> list[str]:
+    """The machine-wide tiering settings: interleave weights, demotion."""
+    out = []
+    weighted = topology.weighted_interleave
+    if weighted is not None:
+        weights = " ".join(f"{n}:{w}" for n, w in weighted.weights.items()) or "none"
+        mode = ""
+        if weighted.auto is not None:
+            mode = " (auto: the kernel's, from HMAT)" if weighted.auto else " (set by hand)"
+        out.append(f"weighted interleave: weights {weights}{mode}")
+    if topology.demotion_enabled is not None:
+        state = "on" if topology.demotion_enabled else "off"
+        out.append(f"demotion to lower tiers: {state} (/sys/kernel/mm/numa/demotion_enabled)")
+    return ["", *out] if out else []
 
 
 def _core_cell(

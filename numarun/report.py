@@ -22,7 +22,10 @@ The rules, one verdict per policy found in numa_maps (usually one)
         points of an even share (100/|N| percent). Judged only from ``interleave_min_bytes``
         (4 MiB) of judged memory up: below that, rounding of a few pages decides.
     ``weighted-interleave:N``
-        Nothing outside N (the weights are not judged).
+        Nothing outside N, and each node n of N within ``interleave_points`` of its share by
+        the weights in force, ``w_n / sum(w)`` over N (a node without a weight counts 1, the
+        kernel's default); the report shows expected against actual. Where the weights in
+        force are unknown, only "nothing outside N" is judged.
     ``preferred:N`` / ``preferred-many:N``
         On N while N had room. Memory elsewhere is accepted when it is at most
         ``spill_share`` (1 %) of the judged memory, or when every preferred node is now
@@ -31,6 +34,12 @@ The rules, one verdict per policy found in numa_maps (usually one)
     ``default`` / ``local``
         Like preferred, with the nodes of the CPUs the process may run on as the preferred
         set (``default`` allocates on the node of the CPU that faults, ``local`` likewise).
+
+Demotion
+    With ``/sys/kernel/mm/numa/demotion_enabled`` true, reclaim moves cold pages to a lower
+    memory tier whatever the policy says. Pages of a bind or interleave policy found only
+    on nodes of a lower tier than every node of N are reported as demoted, naming the
+    setting, and pass: the kernel did as it was configured to.
 
 Verdicts are ``pass``, ``fail``, or ``skip`` (nothing or too little to judge, or no data to
 judge with); a report passes when none of its verdicts fails.
@@ -43,6 +52,10 @@ from collections.abc import Iterable, Mapping
 from numarun import cpulist
 from numarun.numamaps import KINDS, Policy, Summary
 from numarun.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from numarun.topology import Topology
 
 # Kinds whose pages follow the allocation policy; "file" (page cache) does not.
 JUDGED_KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge")
@@ -126,11 +139,13 @@ def judge(
     free: Mapping[int, int] | None = None,
     total: Mapping[int, int] | None = None,
     rules: Rules = DEFAULT_RULES,
+    tiering: Tiering | None = None,
 ) -> Verdict:
     """Judge ``node_bytes`` (judged memory per node) against ``policy``.
 
     ``cpu_nodes`` are the nodes of the CPUs the process may run on (for default and local);
-    ``free`` and ``total`` are bytes per node, for "had room" (missing: assume it had).
+    ``free`` and ``total`` are bytes per node, for "had room" (missing: assume it had);
+    ``tiering`` the weights in force, tiers and demotion (None: unknown).
     """
     placed = {n: b for n, b in node_bytes.items() if b > 0}
     judged = sum(placed.values())
@@ -158,29 +173,20 @@ def judge(
     )
     off_text = f"{size(off_bytes)} of {size(judged)} on {nodes_text(off)}, outside {aim}"
 
-    if mode in ("bind", "weighted-interleave"):
-        if off_bytes:
-            return verdict(FAIL, off_text)
-        return verdict(PASS, f"all {size(judged)} on {nodes_text(expected)} ({aim})")
+    if mode in ("bind", "interleave", "weighted-interleave") and off_bytes:
+        demoted = _demotion(off, expected, tiering)
+        return verdict(PASS, f"{off_text}: {demoted}") if demoted else verdict(FAIL, off_text)
 
-    if mode == "interleave":
-        if off_bytes:
-            return verdict(FAIL, off_text)
+    if mode == "bind" or (mode == "weighted-interleave" and tiering is None):
+        unjudged = "; the weights in force are unknown" if mode != "bind" else ""
+        return verdict(PASS, f"all {size(judged)} on {nodes_text(expected)} ({aim}){unjudged}")
+
+    if mode in ("interleave", "weighted-interleave"):
         if judged < rules.interleave_min_bytes:
             return verdict(SKIP, f"only {size(judged)} interleaved, too little to judge the spread")
-        even = 100.0 / len(expected)
-        worst = max(expected, key=lambda n: abs(share(placed.get(n, 0), judged) - even))
-        worst_share = share(placed.get(worst, 0), judged)
-        spread = ", ".join(
-            f"{share(placed.get(n, 0), judged):.1f}% on node {n}" for n in sorted(expected)
-        )
-        if abs(worst_share - even) > rules.interleave_points:
-            return verdict(
-                FAIL,
-                f"node {worst} holds {worst_share:.1f}% of {size(judged)}, {aim} expects "
-                f"{even:.1f}% ± {rules.interleave_points:g} ({spread})",
-            )
-        return verdict(PASS, f"{size(judged)} spread evenly: {spread}")
+        weights = tiering.weights if tiering is not None and mode != "interleave" else {}
+        status, message = _spread(expected, placed, judged, weights, aim=aim, rules=rules)
+        return verdict(status, message)
 
     if mode in ("preferred", "preferred-many", "default", "local"):
         if not off_bytes:
@@ -201,6 +207,74 @@ def judge(
 
     # A mode this numarun does not know: report the placement, judge nothing.
     return verdict(SKIP, f"policy {policy.text!r} is not one numarun judges; {on_text}")
+
+
+class Tiering(Value):
+    """What the kernel does with tiered memory, for the verdicts: from the topology."""
+
+    weights: dict[int, int] = {}  # noqa: RUF012 - weighted-interleave weights in force
+    tiers: dict[int, int] = {}  # noqa: RUF012 - node -> memory tier (lower is faster)
+    demotion: bool = False  # /sys/kernel/mm/numa/demotion_enabled
+
+
+def tiering_of(topology: Topology) -> Tiering:
+    """The topology's weights in force (none before Linux 6.9), tiers and demotion flag."""
+    found = topology.weighted_interleave
+    return Tiering(
+        weights=found.weights if found is not None else {},
+        tiers={n.id: n.tier for n in topology.nodes.values() if n.tier is not None},
+        demotion=bool(topology.demotion_enabled),
+    )
+
+
+def _spread(
+    expected: frozenset[int],
+    placed: Mapping[int, int],
+    judged: int,
+    weights: Mapping[int, int],
+    *,
+    aim: str,
+    rules: Rules,
+) -> tuple[str, str]:
+    """Each node's share against its expected one: even, or w_n / sum(w) by ``weights``."""
+    # A node the kernel keeps no weight for counts 1 (its default); no weights: even.
+    node_weight = {n: weights.get(n, 1) for n in expected}
+    total = sum(node_weight.values())
+    aims = {n: 100.0 * w / total for n, w in node_weight.items()}
+    actual = {n: share(placed.get(n, 0), judged) for n in expected}
+    worst = max(sorted(expected), key=lambda n: abs(actual[n] - aims[n]))
+    if weights:  # weighted interleave: expected against actual, node by node
+        ratio = ":".join(str(node_weight[n]) for n in sorted(expected))
+        spread = ", ".join(
+            f"node {n} {actual[n]:.1f}% (expected {aims[n]:.1f}%)" for n in sorted(expected)
+        )
+        how, by = f"by weights {ratio}", f" by weights {ratio}"
+    else:
+        spread = ", ".join(f"{actual[n]:.1f}% on node {n}" for n in sorted(expected))
+        how, by = "evenly", ""
+    if abs(actual[worst] - aims[worst]) > rules.interleave_points:
+        return FAIL, (
+            f"node {worst} holds {actual[worst]:.1f}% of {size(judged)}, {aim}{by} expects "
+            f"{aims[worst]:.1f}% ± {rules.interleave_points:g} ({spread})"
+        )
+    return PASS, f"{size(judged)} spread {how}: {spread}"
+
+
+def _demotion(off: Mapping[int, int], expected: frozenset[int], tiering: Tiering | None) -> str:
+    """Why pages outside ``expected`` are the kernel's demotion, or "" when they are not."""
+    if tiering is None or not tiering.demotion:
+        return ""
+    tiers = tiering.tiers
+    if not all(n in tiers for n in (*off, *expected)):
+        return ""
+    lowest_expected = max(tiers[n] for n in expected)
+    if not all(tiers[n] > lowest_expected for n in off):
+        return ""
+    found = ", ".join(f"node {n} tier {tiers[n]}" for n in sorted(off))
+    return (
+        f"demoted to a lower tier ({found}) by the kernel, as "
+        "/sys/kernel/mm/numa/demotion_enabled = true asks"
+    )
 
 
 def _nodes_with_room(
@@ -269,8 +343,13 @@ def build_report(
     total: Mapping[int, int] | None = None,
     name: str = "",
     rules: Rules = DEFAULT_RULES,
+    tiering: Tiering | None = None,
 ) -> ProcessReport:
-    """Judge every policy in ``summary`` and gather the rest of the report."""
+    """Judge every policy in ``summary`` and gather the rest of the report.
+
+    ``tiering`` (:func:`tiering_of` the topology) lets weighted interleave be judged by the
+    weights in force and demoted pages be named; without it neither is.
+    """
     cpu_nodes = frozenset(node for c in cpus_allowed if (node := cpu_to_node.get(c)) is not None)
     per_policy: dict[Policy, dict[int, int]] = {}
     for (policy, kind), group in summary.groups.items():
@@ -280,7 +359,7 @@ def build_report(
         for node, count in group.node_bytes.items():
             bucket[node] = bucket.get(node, 0) + count
     verdicts = [
-        judge(p, b, cpu_nodes=cpu_nodes, free=free, total=total, rules=rules)
+        judge(p, b, cpu_nodes=cpu_nodes, free=free, total=total, rules=rules, tiering=tiering)
         for p, b in sorted(per_policy.items(), key=lambda item: -sum(item[1].values()))
     ]
     if not verdicts:

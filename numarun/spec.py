@@ -39,7 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from numarun import cpulist, presets
-from numarun.errors import NumarunError, SpecError
+from numarun.errors import NumarunError, SpecError, UsageError
 from numarun.supervisor import policy
 from numarun.supervisor.policy import PolicyError, Supervision
 
@@ -66,6 +66,7 @@ HINTS: dict[str, str] = {
     "stdin": 'write stdin = "null", "inherit" or a file path',
     "process": "add [[process]] tables, each with name and command (see man numarun-job)",
     "defaults": "write [defaults] with keys that every [[process]] takes",
+    "weights": 'write weights = "bandwidth" or weights such as "0=5,2=2" (each 1-255)',
 }
 
 _MISSING_HINTS = {
@@ -317,6 +318,8 @@ class JobSpec(BaseModel):
 
     processes: tuple[ProcessSpec, ...]
     path: str | None = None
+    # Weighted-interleave weights while the job runs: "bandwidth" or "0=5,2=2" (root only).
+    weights: str | None = None
     # (process index, key) -> "file:line", for the planner's messages.
     lines: dict[tuple[int, str], int] = Field(default_factory=dict)
 
@@ -331,7 +334,7 @@ class JobSpec(BaseModel):
         return f"{self.path}:{line}: {loc}" if line is not None else f"{self.path}: {loc}"
 
 
-_TOP_KEYS = ("process", "defaults")
+_TOP_KEYS = ("process", "defaults", "weights")
 
 
 def load_spec(path: str | os.PathLike[str]) -> JobSpec:
@@ -394,7 +397,28 @@ def spec_from_doc(doc: presets.TomlDoc) -> JobSpec:
                 prefixed=True,
             )
         names[group.name] = index
-    return JobSpec(processes=tuple(processes), path=doc.path, lines=lines)
+    weights = _job_weights(doc)
+    return JobSpec(processes=tuple(processes), path=doc.path, lines=lines, weights=weights)
+
+
+def _job_weights(doc: presets.TomlDoc) -> str | None:
+    """The job-level ``weights``: its syntax here; the nodes and root when the job starts."""
+    value = doc.data.get("weights")
+    if value is None:
+        return None
+    if isinstance(value, str) and value == "bandwidth":
+        return value
+    from numarun import weights
+
+    try:
+        if not isinstance(value, str):
+            raise UsageError("not a string", None)
+        weights.parse_given(value, None)
+    except UsageError:
+        raise _spec_error(
+            doc, ("weights",), f"{value!r} is not bandwidth or NODE=WEIGHT,...", HINTS["weights"]
+        ) from None
+    return value
 
 
 def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 NODE_DIR = "sys/devices/system/node"
 WEIGHTS_DIR = "sys/kernel/mm/mempolicy/weighted_interleave"
+TIERS_DIR = "sys/devices/virtual/memory_tiering"
+DEMOTION_FILE = "sys/kernel/mm/numa/demotion_enabled"
+# HMAT's figures for a memory node from its best initiators, each file one number:
+# bandwidth in MB/s, latency in nanoseconds (Documentation/admin-guide/mm/numaperf.rst).
+ACCESS_FIGURES = ("read_bandwidth", "write_bandwidth", "read_latency", "write_latency")
 # Linux's NR_CPUS is at most 8192 (x86, arm64 and POWER allow up to that); lists of CPUs
 # read where no CPU folder bounds them are read up to this, never expanded further.
 MAX_CPUS = 1 << 13
@@ -422,7 +427,7 @@ def interleave_weights(root: Root) -> dict[int, int]:
     does not hold a number is left out: weights only shape what the kernel does anyway.
     """
     out: dict[int, int] = {}
-    for node in numbered_entries(root.listdir(WEIGHTS_DIR), "node"):
+    for node in interleave_nodes(root):
         text = root.read(f"{WEIGHTS_DIR}/node{node}", quiet=True)
         word = (text or "").strip()
         if word.isascii() and word.isdigit():
@@ -430,9 +435,104 @@ def interleave_weights(root: Root) -> dict[int, int]:
     return out
 
 
+def interleave_nodes(root: Root) -> list[int]:
+    """The nodes that have a weight file (every possible node, or those with memory)."""
+    return numbered_entries(root.listdir(WEIGHTS_DIR), "node")
+
+
+def interleave_auto(root: Root) -> bool | None:
+    """``weighted_interleave/auto`` (Linux 6.16+): True while the kernel sets the weights
+    itself from HMAT bandwidth; None where the file does not exist."""
+    return _read_bool(root, f"{WEIGHTS_DIR}/auto")
+
+
+def has_weighted_interleave(root: Root) -> bool:
+    """Whether the kernel has weighted interleave's weights (the directory, Linux 6.9+)."""
+    return root.exists(WEIGHTS_DIR)
+
+
+def write_interleave_weight(root: Root, node: int, weight: int) -> None:
+    """Write one node's weight; OSError as the kernel (or the filesystem) gives it."""
+    with open(root.join(f"{WEIGHTS_DIR}/node{node}"), "w", encoding="ascii") as f:
+        f.write(f"{weight}\n")
+
+
+def write_interleave_auto(root: Root) -> None:
+    """Hand the weights back to the kernel (``auto`` = true, Linux 6.16+)."""
+    with open(root.join(f"{WEIGHTS_DIR}/auto"), "w", encoding="ascii") as f:
+        f.write("true\n")
+
+
+def interleave_writable(root: Root, nodes: Sequence[int], *, auto: bool = False) -> bool:
+    """Whether this process may write these nodes' weights (and ``auto``): root may."""
+    names = [f"node{n}" for n in nodes] + (["auto"] if auto else [])
+    return all(os.access(root.join(f"{WEIGHTS_DIR}/{name}"), os.W_OK) for name in names)
+
+
+def memory_tiers(root: Root, nodes: Sequence[int]) -> dict[int, frozenset[int]]:
+    """``memory_tiering/memory_tierN/nodelist``: the nodes of each tier, by tier id.
+
+    A lower id is a faster tier (DRAM is usually 4). Empty before Linux 6.1, or with no
+    tiering configured.
+    """
+    out: dict[int, frozenset[int]] = {}
+    for tier in numbered_entries(root.listdir(TIERS_DIR), "memory_tier"):
+        found = root.read_list(f"{TIERS_DIR}/memory_tier{tier}/nodelist", nodes)
+        if found:
+            out[tier] = found
+    return out
+
+
+def node_access(
+    root: Root, node: int, nodes: Sequence[int]
+) -> tuple[frozenset[int], dict[str, int | None]] | None:
+    """``nodeN/access0/initiators``: the initiator nodes (its ``nodeM`` links) and the
+    figures of :data:`ACCESS_FIGURES`; None without HMAT for this node.
+
+    A figure that is absent, or 0 (what the kernel prints when HMAT gives none), is None;
+    an ``access0`` that names no initiator and no figure (a node that only initiates) is
+    read as no HMAT.
+    """
+    base = f"{NODE_DIR}/node{node}/access0/initiators"
+    if not root.exists(base):
+        return None
+    known = frozenset(nodes)
+    initiators = frozenset(n for n in numbered_entries(root.listdir(base), "node") if n in known)
+    figures = {name: root.read_int(f"{base}/{name}") or None for name in ACCESS_FIGURES}
+    if not initiators and not any(figures.values()):
+        return None
+    return initiators, figures
+
+
+def demotion_enabled(root: Root) -> bool | None:
+    """``/sys/kernel/mm/numa/demotion_enabled``: whether reclaim moves pages down a tier."""
+    return _read_bool(root, DEMOTION_FILE)
+
+
+def _read_bool(root: Root, rel: str) -> bool | None:
+    """A sysfs boolean (``true``/``false``, ``1``/``0``, ``Y``/``N``); None when absent."""
+    text = root.read(rel)
+    if text is None:
+        return None
+    word = text.strip("\x00 \n\t").lower()
+    if word in ("true", "1", "y", "yes", "on"):
+        return True
+    if word in ("false", "0", "n", "no", "off"):
+        return False
+    raise TopologyError(
+        f"{root.join(rel)} holds {word[:40]!r}, not true or false",
+        "the snapshot or sysfs is damaged",
+    )
+
+
 def numa_balancing(root: Root) -> bool | None:
-    value = root.read_int("proc/sys/kernel/numa_balancing")
-    return None if value is None else value != 0
+    mode = numa_balancing_mode(root)
+    return None if mode is None else mode != 0
+
+
+def numa_balancing_mode(root: Root) -> int | None:
+    """``kernel.numa_balancing``: 0 off, 1 normal, 2 memory tiering, 3 both."""
+    return root.read_int("proc/sys/kernel/numa_balancing")
 
 
 def kernel_release(root: Root) -> str | None:

@@ -82,14 +82,30 @@ class Core(Value):
     node: int | None = None
 
 
+class Access(Value):
+    """ACPI HMAT's figures for a memory node, from its best initiators (``nodeN/access0``).
+
+    ``initiators`` are the nodes whose CPUs (or devices) reach it best; for a CXL or HBM
+    node without CPUs, the socket it hangs off. Figures the firmware does not give are None.
+    """
+
+    initiators: frozenset[int] = frozenset()
+    read_bandwidth_mbps: int | None = None
+    write_bandwidth_mbps: int | None = None
+    read_latency_ns: int | None = None
+    write_latency_ns: int | None = None
+
+
 class Node(Value):
-    """A NUMA node: CPUs, memory, and distances to every other node."""
+    """A NUMA node: CPUs, memory, distances to every other node, its tier and HMAT figures."""
 
     id: int
     cpus: frozenset[int]  # every CPU the node lists, online or not
     memory_total_kb: int = 0
     memory_free_kb: int = 0
     distances: dict[int, int] = {}  # noqa: RUF012 - node id -> distance (10 = local)
+    tier: int | None = None  # memory_tierN holding it (lower is faster); None: no tiering
+    access: Access | None = None  # None where the firmware has no HMAT (most clouds)
 
     _json: ClassVar[Layout] = layout(
         "id cpus has_cpus has_memory memory_total_kb memory_free_kb allowed_cpus allowed_memory",
@@ -127,7 +143,19 @@ class Identity(Value):
     sys_vendor: str | None = None  # DMI, e.g. "Amazon EC2"
     product_name: str | None = None  # DMI, e.g. "r5.24xlarge"
     numa_balancing: bool | None = None  # /proc/sys/kernel/numa_balancing
+    numa_balancing_mode: int | None = None  # its number: 0 off, 1 normal, 2 tiering, 3 both
     kernel: str | None = None  # release, e.g. "6.1.0-18-amd64"
+
+
+class WeightedInterleave(Value):
+    """The kernel's weighted-interleave weights (Linux 6.9+), global to the machine.
+
+    ``auto`` is True while the kernel derives them from HMAT itself (the ``auto`` file of
+    Linux 6.16+), None where the kernel has no such file.
+    """
+
+    auto: bool | None = None
+    weights: dict[int, int] = {}  # noqa: RUF012 - node id -> weight (1-255)
 
 
 class Topology(Value):
@@ -140,6 +168,9 @@ class Topology(Value):
     cpus: dict[int, Cpu]  # by id, ascending
     cores: tuple[Core, ...]  # physical cores of online CPUs, by lowest CPU
     notes: tuple[str, ...] = ()  # files read as hwloc reads them (empty, unreadable)
+    # None where the kernel has no weighted interleave (before 6.9)
+    weighted_interleave: WeightedInterleave | None = None
+    demotion_enabled: bool | None = None  # reclaim moves pages to a lower tier; None: unknown
 
     _json: ClassVar[Layout] = layout(
         "format version",
@@ -233,17 +264,46 @@ def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self"
         sys_vendor=_dmi(fs, "sys_vendor"),
         product_name=_dmi(fs, "product_name"),
         numa_balancing=sysfs.numa_balancing(fs),
+        numa_balancing_mode=sysfs.numa_balancing_mode(fs),
         kernel=sysfs.kernel_release(fs),
     )
+    weighted = (
+        WeightedInterleave(auto=sysfs.interleave_auto(fs), weights=sysfs.interleave_weights(fs))
+        if sysfs.has_weighted_interleave(fs)
+        else None
+    )
     return Topology(
-        nodes=nodes,
+        nodes=_with_tiers(fs, nodes),
         cpus=cpus,
         cores=cores,
         allowed=allowed,
         identity=identity,
         source=fs.path,
+        weighted_interleave=weighted,
+        demotion_enabled=sysfs.demotion_enabled(fs),
         notes=fs.notes(),
     )
+
+
+def _with_tiers(fs: sysfs.Root, nodes: dict[int, Node]) -> dict[int, Node]:
+    """The nodes with their memory tier and HMAT access figures, where the kernel has them."""
+    ids = sorted(nodes)
+    tier_of = {n: tier for tier, members in sysfs.memory_tiers(fs, ids).items() for n in members}
+    out = {}
+    for node in nodes.values():
+        found = sysfs.node_access(fs, node.id, ids)
+        access = None
+        if found is not None:
+            initiators, figures = found
+            access = Access(
+                initiators=initiators,
+                read_bandwidth_mbps=figures["read_bandwidth"],
+                write_bandwidth_mbps=figures["write_bandwidth"],
+                read_latency_ns=figures["read_latency"],
+                write_latency_ns=figures["write_latency"],
+            )
+        out[node.id] = node.replace(tier=tier_of.get(node.id), access=access)
+    return out
 
 
 def _online_cpus(fs: sysfs.Root, cpu_ids: list[int]) -> frozenset[int]:

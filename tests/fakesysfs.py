@@ -157,3 +157,90 @@ def c5n_18xlarge() -> FakeMachine:
         vendor="Amazon EC2",
         product="c5n.18xlarge",
     )
+
+
+class Tiering:
+    """Memory tiers, HMAT figures and weighted-interleave files, as Linux 6.9+ shows them.
+
+    ``access`` maps a node to (initiators, read MB/s, write MB/s, read ns, write ns);
+    ``weights`` None leaves out the weighted-interleave directory (a kernel before 6.9),
+    ``auto`` None its ``auto`` file (before 6.16).
+    """
+
+    def __init__(
+        self,
+        tiers: Mapping[int, Iterable[int]],
+        access: Mapping[int, tuple[Iterable[int], int, int, int, int]],
+        *,
+        weights: Mapping[int, int] | None = None,
+        auto: bool | None = None,
+        demotion: bool | None = False,
+        balancing_mode: int | None = None,
+    ) -> None:
+        self.tiers = {t: frozenset(n) for t, n in tiers.items()}
+        self.access = dict(access)
+        self.weights, self.auto, self.demotion = weights, auto, demotion
+        self.balancing_mode = balancing_mode
+
+    def write(self, root: Path) -> Path:
+        def put(rel: str, text: str) -> None:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+        for tier, nodes in self.tiers.items():
+            put(
+                f"sys/devices/virtual/memory_tiering/memory_tier{tier}/nodelist",
+                cpulist.format_list(nodes) + "\n",
+            )
+        for node, (initiators, *figures) in self.access.items():
+            base = f"sys/devices/system/node/node{node}/access0/initiators"
+            names = ("read_bandwidth", "write_bandwidth", "read_latency", "write_latency")
+            for name, value in zip(names, figures, strict=True):
+                put(f"{base}/{name}", f"{value}\n")
+            for initiator in initiators:  # the kernel's are links to the initiator node
+                (root / base / f"node{initiator}").symlink_to(f"../../../node{initiator}")
+        weights_dir = "sys/kernel/mm/mempolicy/weighted_interleave"
+        for node, weight in (self.weights or {}).items():
+            put(f"{weights_dir}/node{node}", f"{weight}\n")
+        if self.auto is not None:
+            put(f"{weights_dir}/auto", "true\n" if self.auto else "false\n")
+        if self.demotion is not None:
+            put("sys/kernel/mm/numa/demotion_enabled", "true\n" if self.demotion else "false\n")
+        if self.balancing_mode is not None:
+            put("proc/sys/kernel/numa_balancing", f"{self.balancing_mode}\n")
+        return root
+
+
+def two_sockets_with_cxl() -> tuple[FakeMachine, Tiering]:
+    """2 DRAM nodes (0: CPUs 0-3, 1: CPUs 4-7, 20 GB/s) and 2 CPU-less CXL nodes (2 near
+    node 0, 3 near node 1; 8 GB/s): the issue's two sockets, each with its own CXL card.
+
+    The SLIT distances tell the same story (17 to the own socket's CXL, 28 to the other),
+    so pairing by distance, where HMAT is absent, pairs the same way.
+    """
+    far = {(0, 1): 21, (0, 2): 17, (0, 3): 28, (1, 2): 28, (1, 3): 17, (2, 3): 28}
+    distances = {
+        a: {b: 10 if a == b else far[min(a, b), max(a, b)] for b in range(4)} for a in range(4)
+    }
+    machine = FakeMachine(
+        nodes={0: range(4), 1: range(4, 8), 2: (), 3: ()},
+        siblings=[(c,) for c in range(8)],
+        memory_mb={0: 8192, 1: 8192, 2: 4096, 3: 4096},
+        distances=distances,
+        packages={c: c // 4 for c in range(8)},
+        product="tiered",
+    )
+    tiering = Tiering(
+        tiers={4: (0, 1), 35: (2, 3)},
+        access={
+            0: ((0,), 20000, 20000, 100, 100),
+            1: ((1,), 20000, 20000, 100, 100),
+            2: ((0,), 8000, 8000, 250, 300),
+            3: ((1,), 8000, 8000, 250, 300),
+        },
+        weights={0: 1, 1: 1, 2: 1, 3: 1},
+        demotion=True,
+        balancing_mode=2,
+    )
+    return machine, tiering

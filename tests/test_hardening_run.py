@@ -232,6 +232,7 @@ def _known_keys() -> set[str]:
     from numarun.supervisor import policy
 
     top = set(spec._known_keys(()))
+    top |= set(spec.JobSpec.model_fields) - {"processes", "path", "lines"}  # job-level keys
     tables = {"initial", "max", "jitter", "limit", "window"}  # backoff's and crash_loop's
     return top | tables | set(policy.KEYS)
 

@@ -104,7 +104,7 @@ def test_computed_keys_are_written_and_ignored_on_reading(tmp_path: Path) -> Non
     node = data["nodes"][0]
     assert list(node) == [
         "id", "cpus", "has_cpus", "has_memory", "memory_total_kb", "memory_free_kb",
-        "allowed_cpus", "allowed_memory", "distances",
+        "allowed_cpus", "allowed_memory", "distances", "tier", "access",
     ]  # fmt: skip
     assert list(data)[:3] == ["format", "version", "source"]
     assert "notes" not in data  # written only when a file was read as hwloc reads it

@@ -138,6 +138,7 @@ def collect(pid: int, topology: Topology, memory: dict[int, NodeMemory]) -> Proc
         free={n: m.free_bytes for n, m in memory.items()},
         total={n: m.total_bytes for n, m in memory.items()},
         name=name,
+        tiering=report.tiering_of(topology),
     )
 
 

@@ -21,7 +21,10 @@ from numarun.errors import KernelRefusedError, NumarunError, ProcessError, StopT
 from numarun.options import typer_option
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from numarun.supervisor.state import JobState
+    from numarun.topology import Topology
 
 RUN_HELP = (
     "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
@@ -63,13 +66,24 @@ def run_job(
     printer = PrefixPrinter(job.workers, colour=colour)
     supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
     # start() checks every worker, the state directory and the job's name before the
-    # first spawn: a refusal leaves nothing to undo.
-    with supervisor.handle_signals():
+    # first spawn; the job's interleave weights, written first, are restored on any exit.
+    with _job_weights(spec.weights, topology), supervisor.handle_signals():
         supervisor.start()
         result = supervisor.run()
     if not result.ok:
         raise result.error()
     return 0
+
+
+def _job_weights(value: str | None, topology: Topology) -> AbstractContextManager[object]:
+    """The job's ``weights`` in force while it runs (refused before anything starts)."""
+    import contextlib
+
+    if value is None:
+        return contextlib.nullcontext()
+    from numarun import weights
+
+    return weights.applied(value, topology)
 
 
 # -- status ------------------------------------------------------------------------------

@@ -142,7 +142,8 @@ def policy_nodes(
 
     ``local`` is the worker's own nodes that have memory, or the nearest node with memory
     when they have none (memory-less CPU nodes); ``all`` every allowed node with memory;
-    ``local+cpuless`` adds the nearest CPU-less memory node (CXL, HBM) to ``local``. None
+    ``local+cpuless`` adds the CPU-less memory nodes (CXL, HBM) of the worker's socket to
+    ``local`` (:func:`paired_cpuless`). None
     means ``all`` for the interleave modes and ``local`` otherwise. ``preferred`` keeps the
     node nearest to ``home`` of a local set.
     """
@@ -167,11 +168,40 @@ def policy_nodes(
         return [topology.nearest(home, nodes)[0]]
     if word == "local+cpuless":
         cpuless = [n for n in mems if not topology.nodes[n].cpus]
-        if cpuless:
-            nodes.append(topology.nearest(home, cpuless)[0])
+        paired = paired_cpuless(topology, cpuless, home=home, worker_nodes=nodes)
+        if paired:
+            nodes.extend(paired)
+        elif cpuless:
+            warn(
+                f"memory_nodes = local+cpuless but no CPU-less memory node hangs off node "
+                f"{home} (by HMAT); using local"
+            )
         else:
             warn("memory_nodes = local+cpuless but no CPU-less memory node is allowed; using local")
     return sorted(nodes)
+
+
+def paired_cpuless(
+    topology: Topology, cpuless: Sequence[int], *, home: int, worker_nodes: Sequence[int]
+) -> list[int]:
+    """The CPU-less memory nodes that belong to a worker's socket, never another socket's.
+
+    HMAT names each node's best initiators: a CXL or HBM node belongs to the worker when
+    one of its initiators is one of the worker's nodes. Where no CPU-less node has HMAT
+    initiators (most clouds), the nodes nearest to ``home`` by SLIT distance are taken.
+    """
+    with_hmat = {
+        n: access.initiators
+        for n in cpuless
+        if (access := topology.nodes[n].access) is not None and access.initiators
+    }
+    if with_hmat:
+        mine = set(worker_nodes) | {home}
+        return sorted(n for n, initiators in with_hmat.items() if initiators & mine)
+    if not cpuless:
+        return []
+    nearest = min(topology.distance(home, n) for n in cpuless)
+    return [n for n in sorted(cpuless) if topology.distance(home, n) == nearest]
 
 
 def nodes_of(topology: Topology, cpu_ids: Iterable[int]) -> list[int]:
