@@ -38,48 +38,50 @@ def _is_prefix_form(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    from numarun.options import HelpRequested
-
-    try:
-        try:
-            return _reported(_dispatch, args)
-        except HelpRequested as asked:  # a fast path's --help: typer prints it
-            from numarun.cli import run_app
-
-            return _reported(run_app, asked.argv)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # `numarun topology | head`: the reader left; say nothing, like coreutils.
-        sys.stderr.close()
-        return 141
-
-
-def _reported(run: Callable[[list[str]], int], args: list[str]) -> int:
-    """``run(args)``, with numarun's refusals as one line and their exit code."""
+    from numarun import output
     from numarun.errors import NumarunError
 
+    # Output that cannot be written (>&-, >/dev/full, a reader that left) ends in one line
+    # or, for a closed pipe, silence, with a non-zero status: see numarun.output.
+    guard = output.install()
     try:
-        return run(args)
+        code = _dispatch(args)
+    except output.StreamFailed:
+        code = 1  # the guard reads the failure from the descriptor and reports it
     except NumarunError as err:
-        print(f"numarun: {err.message}", file=sys.stderr)
-        return err.exit_code
+        try:
+            sys.stdout.flush()  # what was printed before the refusal comes first
+        except (OSError, ValueError, AttributeError):
+            pass
+        output.say(f"numarun: {err.message}")
+        return guard.close(err.exit_code, refused=True)
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # A stdout that is not numarun's own descriptor (an embedding's): silence too.
+        code = output.EXIT_PIPE
+    return guard.close(code)
 
 
 def _dispatch(args: list[str]) -> int:
-    if _is_prefix_form(args):
-        from numarun.commands.prefix import run_prefix
+    from numarun.options import HelpRequested
 
-        return run_prefix(args)
-    fast = _FAST_COMMANDS.get(args[0]) if args else None
-    if fast is not None:
-        import importlib
+    try:
+        if _is_prefix_form(args):
+            from numarun.commands.prefix import run_prefix
 
-        module, function = fast
-        run: Callable[[list[str]], int] = getattr(
-            importlib.import_module(f"numarun.commands.{module}"), function
-        )
-        return run(args[1:])
+            return run_prefix(args)
+        fast = _FAST_COMMANDS.get(args[0]) if args else None
+        if fast is not None:
+            import importlib
+
+            module, function = fast
+            run: Callable[[list[str]], int] = getattr(
+                importlib.import_module(f"numarun.commands.{module}"), function
+            )
+            return run(args[1:])
+    except HelpRequested as asked:  # a fast path's --help: typer prints it, from the table
+        args = asked.argv
     from numarun.cli import run_app
 
     return run_app(args)

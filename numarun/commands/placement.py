@@ -9,6 +9,7 @@ from the same option table, for ``numarun --help``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -103,18 +104,13 @@ def run_migrate(argv: list[str]) -> int:
 
 
 def resolve(targets: Iterable[str]) -> list[int]:
-    """PIDs for ``targets``: numbers as given, names found like ``numastat -p`` finds them."""
-    from numarun import procfs
+    """PIDs for ``targets``: numbers as given, names as :func:`numarun.processes.find` finds
+    them (never numarun itself or its ancestors; a name that matches nothing is refused)."""
+    from numarun import processes
 
     found: list[int] = []
     for target in targets:
-        pids = procfs.find(target)
-        if not pids:
-            raise ProcessError(
-                f"no process matches {target!r}",
-                "give a PID, or part of a command name or command line",
-            )
-        found.extend(p for p in pids if p not in found)
+        found.extend(p for p in processes.find(target) if p not in found)
     return found
 
 
@@ -162,7 +158,7 @@ def placement(
     topology = read_topology(root)
     while True:
         memory = numastat.machine(root)
-        reports = [collect(pid, topology, memory) for pid in pids]
+        reports, exited = _gather(pids, topology, memory, check=check)
         if as_json:
             import json
 
@@ -170,20 +166,63 @@ def placement(
             write(json.dumps(data, indent=None if watch else 1) + "\n")
         else:
             write("\n".join(render(r, sorted(memory)) for r in reports))
-        failed = [r for r in reports if not r.ok]
-        if check and failed:
-            worst = failed[0]
-            reason = next(v.message for v in worst.verdicts if not v.ok)
-            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-            raise CheckFailedError(
-                f"placement check failed for PID {worst.pid} ({worst.name}): {reason}{more}",
-                "move the memory (numarun migrate) or fix the policy the process starts with",
-            )
+        if check:
+            _judge(reports, exited)
         if watch is None:
             return 0
         if out is None:
             sys.stdout.flush()  # a pipe reader (watch | tee) sees each round as it comes
         time.sleep(watch)
+
+
+def _gather(
+    pids: list[int], topology: Topology, memory: dict[int, NodeMemory], *, check: bool
+) -> tuple[list[ProcessReport], list[str]]:
+    """Reports for the live processes; with ``check``, why each of the others failed.
+
+    Without ``check`` a process that is gone is refused (exit 9) as before. With it, a
+    process that is gone or a zombie fails the check (exit 10): a health check that
+    passes for a dead service is worse than none.
+    """
+    from numarun import processes
+
+    reports: list[ProcessReport] = []
+    exited: list[str] = []
+    for pid in pids:
+        why = processes.exited(pid) if check else None
+        if why is None:
+            try:
+                reports.append(collect(pid, topology, memory))
+                continue
+            except ProcessError:  # gone while being read; anything else stays a refusal
+                if not check or (why := processes.exited(pid)) is None:
+                    raise
+        exited.append(
+            f"PID {pid} is gone (it exited, or never ran)"
+            if why == "gone"
+            else f"PID {pid} is a zombie (it exited and its parent has not reaped it)"
+        )
+    return reports, exited
+
+
+def _judge(reports: list[ProcessReport], exited: list[str]) -> None:
+    """``--check``: refuse (exit 10) when any process is not placed as its policy asks."""
+    failed = [r for r in reports if not r.ok]
+    if not failed and not exited:
+        return
+    more = len(failed) + len(exited) - 1
+    tail = f" (and {more} more)" if more else ""
+    if exited:
+        raise CheckFailedError(
+            f"placement check failed: {exited[0]}, so it has no memory to judge{tail}",
+            "restart the service (a zombie's parent must reap it); then check again",
+        )
+    worst = failed[0]
+    reason = next(v.message for v in worst.verdicts if not v.ok)
+    raise CheckFailedError(
+        f"placement check failed for PID {worst.pid} ({worst.name}): {reason}{tail}",
+        "move the memory (numarun migrate) or fix the policy the process starts with",
+    )
 
 
 def _json(report: ProcessReport) -> dict[str, object]:
@@ -266,9 +305,29 @@ def _nodes(nodes: Iterable[int]) -> str:
 # -- numarun numastat --------------------------------------------------------------------------
 
 
+def _sysfs_root(root: str) -> None:
+    """Refuse a ``--root`` that is no sysfs tree (exit 8), as ``topology --root`` does.
+
+    numastat.machine reads a machine without node directories as a non-NUMA one, node 0
+    with /proc/meminfo's memory: a mistyped root would otherwise print a plausible table.
+    """
+    from numarun import sysfs
+    from numarun.errors import TopologyError
+
+    fix = "point --root at a directory holding sys/ and proc/ (a sysfs snapshot)"
+    if not os.path.isdir(root):
+        raise TopologyError(f"--root {root} is not a directory", fix)
+    fs = sysfs.Root(root)
+    if not sysfs.cpu_ids(fs):
+        raise TopologyError(
+            f"--root {root} is not a sysfs tree: no CPUs under {fs.join(sysfs.CPU_DIR)}", fix
+        )
+
+
 def show_numastat(as_json: bool = False, root: str = "/") -> None:
     from numarun import numastat
 
+    _sysfs_root(root)
     machine = numastat.machine(root)
     if as_json:
         import json

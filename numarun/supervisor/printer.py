@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import Protocol, TextIO
 
+from numarun import output
 from numarun.supervisor.model import WorkerSpec
 
 MAX_LINE = 64 * 1024
@@ -96,15 +97,31 @@ class PrefixPrinter:
         return text
 
     def _write(self, target: TextIO, text: str) -> None:
-        # A reader that went away (``numarun run job.toml | head``, a closed terminal) must
-        # not bring the supervisor down with the workers in its care: drop that stream.
+        # A reader that went away (``numarun run job.toml | head``, a closed terminal, a
+        # full disk) must not bring the supervisor down with the workers in its care: drop
+        # that stream, say so once on the other, and go on reading the workers' pipes.
         if id(target) in self._gone:
             return
         try:
             target.write(text)
             target.flush()
-        except (OSError, ValueError):
-            self._gone.add(id(target))
+        except (OSError, ValueError) as err:
+            self._lost(target, err)
+            return
+        failed = output.failure(target)  # numarun's stderr drops what it cannot write
+        if failed is not None:
+            self._lost(target, failed)
+
+    def _lost(self, target: TextIO, err: Exception) -> None:
+        self._gone.add(id(target))
+        output.discard(target)  # said here: numarun's exit status stays the job's
+        name, other = ("stdout", self.err) if target is self.out else ("stderr", self.out)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        self._write(
+            other,
+            f"{self._prefix('numarun', None)} cannot write to {name} ({reason}): its lines "
+            "are dropped from now on; the job goes on\n",
+        )
 
     def line(self, worker: WorkerSpec, stream: str, text: str) -> None:
         target = self.out if stream == "stdout" else self.err
