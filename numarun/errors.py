@@ -47,6 +47,12 @@ class NumarunError(Exception):
         return f"{self.problem} — {self.fix}" if self.fix else self.problem
 
 
+class WriteError(NumarunError):
+    """stdout could not be written (coreutils' ``write error``: a closed stdout, a full disk)."""
+
+    exit_code = 1
+
+
 class UsageError(NumarunError):
     exit_code = 2
 

@@ -28,7 +28,7 @@ import io
 import os
 import sys
 
-from numarun.errors import NumarunError
+from numarun.errors import WriteError
 
 TYPE_CHECKING = False  # typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
@@ -38,12 +38,6 @@ if TYPE_CHECKING:
 
 #: Exit status when the reader of stdout went away (128 + SIGPIPE, as a shell shows it).
 EXIT_PIPE = 141
-
-
-class WriteError(NumarunError):
-    """stdout could not be written (coreutils' ``write error``)."""
-
-    exit_code = 1
 
 
 class StreamFailed(OSError):  # noqa: N818 - an OSError, as the io stack raises

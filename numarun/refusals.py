@@ -31,6 +31,7 @@ from numarun.errors import (
     UnsuitableError,
     UsageError,
     WorkerPathError,
+    WriteError,
 )
 
 TYPE_CHECKING = False
@@ -40,6 +41,12 @@ if TYPE_CHECKING:
 #: (exit code, what it means, the conditions that end with it), in the order of the man page.
 CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (0, "Success.", ()),
+    (
+        WriteError.exit_code,
+        "Output could not be written (a closed standard output, a full disk): one line, "
+        "numarun: write error: ...",
+        (),
+    ),
     (
         UsageError.exit_code,
         "Usage: the command line cannot be read.",
@@ -152,6 +159,12 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (),
     ),
     (CommandNotFoundError.exit_code, "The command was not found (on the worker's PATH).", ()),
+    (
+        141,
+        "The reader of standard output went away (a closed pipe): numarun stops silently, as "
+        "coreutils do (128 + SIGPIPE).",
+        (),
+    ),
 )
 
 

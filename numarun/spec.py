@@ -235,6 +235,14 @@ class ProcessSpec(BaseModel):
             raise _fail(key, f"must be {' or '.join(map(repr, words))} or a count")
         if isinstance(value, int) and value < 1:
             raise _fail(key, f"{key} = {value} must be at least 1")
+        if isinstance(value, int) and value > cpulist.MAX_CPUS:
+            # Past the most CPUs a kernel can have, no machine could give each its own
+            # share; refused here rather than planned slot by slot.
+            raise _fail(
+                key,
+                f"{key} = {value} is more than the {cpulist.MAX_CPUS} CPUs any machine has",
+                f"give at most {cpulist.MAX_CPUS}",
+            )
         if isinstance(value, str) and value not in words:
             close = get_close_matches(value, words, n=1)
             fix = f"did you mean '{close[0]}'?" if close else HINTS[key]

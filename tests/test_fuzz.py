@@ -427,17 +427,10 @@ def test_the_memory_bound_is_in_force() -> None:
     assert os.getpid()  # the process survives it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MemoryError,
-    reason="found by test_job_specs_from_values: workers = 99999999999999999999 is accepted "
-    "by numarun.spec and numarun/placement/cores.py:99 split_node builds one slot per worker "
-    "(MemoryError after ~10 s); spec/plan should bound workers by the usable CPUs",
-)
 def test_a_huge_worker_count_is_refused_at_once(machine: topology.Topology) -> None:
     from numarun.plan import plan_job
     from numarun.spec import parse_spec_text
 
     text = '[[process]]\nname = "web"\ncommand = ["true"]\nworkers = 99999999999999999999\n'
-    with pytest.raises(NumarunError):
+    with pytest.raises(NumarunError, match="more than the 65536 CPUs"):
         plan_job(machine, parse_spec_text(text, "job.toml"))

@@ -191,3 +191,14 @@ def test_numaruns_own_choices_stay_in_the_inherited_affinity(
     assert done.returncode == 5, done.stderr
     assert "inherited CPU affinity (0-1: taskset or a launcher)" in done.stderr
     assert "cgroup" not in done.stderr
+
+
+def test_relative_nodes_are_positions_never_looked_up(machines: dict[str, Path]) -> None:
+    root = str(machines["confined"])  # allows memory node 0 only
+    plan = _dry("--relative-nodes", "-m", "12", "--root", root)
+    assert plan["memory policy"].startswith("bind") and plan["cpus"] == "unchanged"
+    plan = _dry("--relative-nodes", "--policy", "bind", "--nodes", "3", "--root", root)
+    assert plan["cpus"] == "unchanged"  # positions: no CPUs to follow
+    assert "relative" in _dry("--relative-nodes", "-i", "all", "--root", root)["memory policy"]
+    done = numarun("--relative-nodes", "-m", "!0", "--root", root, "--dry-run", "--", "true")
+    assert done.returncode == 2 and "already positions" in done.stderr

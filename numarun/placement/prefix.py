@@ -283,7 +283,8 @@ def plan_prefix(
                 f"CPUs {format_list(cpus)}: the usable CPUs of node {chosen}, so the "
                 "command runs where its memory is"
             )
-        elif cpus is None and request.nodes is not None:
+        elif cpus is None and request.nodes is not None and "relative-nodes" not in flags:
+            # (relative nodes are positions the kernel maps: no CPUs to follow them to)
             cpus = _cpus_follow_memory(
                 request, mode, nodes=nodes, topology=topology, bounds=bounds, notes=notes
             )
@@ -314,6 +315,25 @@ def _default_chooser(topology: Topology, candidates: Sequence[int]) -> tuple[int
     return by_free_memory()(topology, candidates)
 
 
+def _relative_positions(
+    spec: Spec, option: str, bounds: Bounds, reasons: list[str]
+) -> frozenset[int]:
+    """``--relative-nodes``: positions within the cpuset's allowed nodes, which the kernel maps
+    (and remaps when the cpuset changes). They name no node by number, so they are not
+    checked against the machine; ``all`` is every position, and ``!``/``+`` mean nothing."""
+    if spec.invert or spec.relative:
+        raise UsageError(
+            f"{option} {spec.text}: with --relative-nodes the nodes are already positions",
+            "write the positions themselves (0, 1-2), or drop --relative-nodes",
+        )
+    items = frozenset(range(len(bounds.mems))) if spec.everything else spec.items
+    reasons.append(
+        f"memory nodes {format_list(items)}: positions within the allowed set "
+        f"({format_list(bounds.mems)}), mapped by the kernel (relative-nodes)"
+    )
+    return items
+
+
 def named_nodes(
     request: Request, topology: Topology, bounds: Bounds, reasons: list[str]
 ) -> frozenset[int] | None:
@@ -322,14 +342,8 @@ def named_nodes(
     if spec is None:
         return None
     option = request.nodes_option
-    if "relative-nodes" in request.flags and not spec.everything:
-        # Positions in the cpuset's allowed set, mapped by the kernel (and remapped when the
-        # cpuset changes): they name no node by number, so there is nothing to check.
-        reasons.append(
-            f"memory nodes {format_list(spec.items)}: positions within the allowed set "
-            f"({format_list(bounds.mems)}), mapped by the kernel (relative-nodes)"
-        )
-        return spec.items
+    if "relative-nodes" in request.flags:
+        return _relative_positions(spec, option, bounds, reasons)
     nodes = resolve.named_memory_nodes(spec, option, topology, bounds)
     reasons.append(f"memory nodes {format_list(nodes)}: from {option} {spec.text}")
     return nodes
