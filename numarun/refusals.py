@@ -75,6 +75,7 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (
             "memory node outside the cpuset's memory nodes",
             "CPU outside the cpuset",
+            "a CPU of numactl's -C/--physcpubind outside the inherited affinity (without -a)",
             "the CPUs of a node outside the cpuset",
             "a +N position past the allowed set",
         ),
@@ -237,6 +238,18 @@ def cpus_outside(
     where: str, cpus: Iterable[int], allowed: Iterable[int], source: str
 ) -> NumarunError:
     return _outside(where, _are("CPU", cpus), "CPUs", allowed, source=source, knob="cpuset.cpus")
+
+
+def cpus_outside_affinity(
+    where: str, cpus: Iterable[int], inherited: Iterable[int], affinity: str
+) -> NumarunError:
+    """numactl's -C without -a: libnuma checks the CPUs against the inherited affinity."""
+    return NotAllowedError(
+        f"{where}: {_are('CPU', cpus)} outside {affinity}, and {where} keeps to it, as "
+        "numactl's does",
+        f"choose from {_or_none(inherited)}, or put -a first (numactl's --all), or use --cpus, "
+        "which may widen the affinity within the cpuset",
+    )
 
 
 def _outside(

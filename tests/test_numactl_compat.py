@@ -151,6 +151,37 @@ def test_all_is_accepted_and_recorded() -> None:
     assert parse_args(["-m", "all", "cmd"]).whole_machine is False
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["--physcpubind=0", "--all"], ["-m", str(NODE), "-a"], ["-N0", "--a"], ["-i", "all", "-a"]],
+)
+def test_all_after_a_node_or_cpu_option_is_refused_as_numactl_does(argv: list[str]) -> None:
+    ours = run(*argv, "true")
+    assert ours.returncode == 2
+    assert ours.stderr.startswith("numarun: ") and len(ours.stderr.splitlines()) == 1
+    assert "it must come before every node and CPU option" in ours.stderr
+    if NUMACTL is not None:
+        assert run(*argv, "true", program=NUMACTL).returncode != 0
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="needs two CPUs in this process's affinity")
+@pytest.mark.parametrize("program", [None, NUMACTL] if NUMACTL else [None])
+def test_physcpubind_outside_the_inherited_affinity_needs_all_first(program: str | None) -> None:
+    """numactl's test/bind_range, check_physcpubind: after taskset to one CPU, -C another
+    fails, and -a -C another runs."""
+    command = [program] if program else [sys.executable, "-m", "numarun"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def rc(*argv: str) -> int:
+        taskset = ["taskset", "-c", str(CPUS[0])]
+        argv = (*taskset, *command, *argv, "true")
+        return subprocess.run(argv, capture_output=True, env=env, check=False).returncode
+
+    assert rc(f"--physcpubind={CPUS[-1]}") != 0
+    assert rc("--all", f"--physcpubind={CPUS[-1]}") == 0
+    assert rc(f"--physcpubind={CPUS[0]}") == 0
+
+
 def test_cpu_compress_prints_ranges_and_counts() -> None:
     plain = run("--hardware").stdout.splitlines()
     compressed = run("--hardware", "--cpu-compress").stdout.splitlines()

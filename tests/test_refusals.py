@@ -172,8 +172,29 @@ def test_numactl_spellings_leave_cpus_and_warn_of_remote_memory(
 def test_explicit_options_widen_the_inherited_affinity(machines: dict[str, Path]) -> None:
     root = str(machines["taskset"])
     assert _dry("-N", "1", "--root", root)["cpus"] == "18-35,54-71"
-    assert _dry("-C", "40-41", "--root", root)["cpus"] == "40-41"
+    assert _dry("--cpus", "40-41", "--root", root)["cpus"] == "40-41"
     assert _dry("--policy", "bind", "--nodes", "1", "--root", root)["cpus"] == "18-35,54-71"
+
+
+def test_numactls_physcpubind_keeps_to_the_inherited_affinity(machines: dict[str, Path]) -> None:
+    # As libnuma checks it (numactl's test/bind_range): only -a first lets -C leave it.
+    root = str(machines["taskset"])
+    for option in ("-C", "--physcpubind"):
+        done = numarun(option, "40-41", "--root", root, "--dry-run", "--", "true")
+        assert done.returncode == 5, done.stderr
+        assert done.stderr == (
+            f"numarun: {option}: CPUs 40-41 are outside its inherited CPU affinity (0-1: "
+            f"taskset or a launcher), and {option} keeps to it, as numactl's does — choose "
+            "from 0-1, or put -a first (numactl's --all), or use --cpus, which may widen the "
+            "affinity within the cpuset\n"
+        )
+    assert _dry("-a", "-C", "40-41", "--root", root)["cpus"] == "40-41"
+    assert _dry("-C", "all", "--root", root)["cpus"] == "0-1"  # all: the affinity's
+    assert _dry("--physcpubind=+1", "--root", root)["cpus"] == "1"
+    # Outside the cgroup's cpuset, the cpuset is named: it is what -a cannot widen.
+    done = numarun("-C", "40", "--root", str(machines["confined"]), "--dry-run", "--", "true")
+    assert done.returncode == 5, done.stderr
+    assert "its cgroup's cpuset (cgroup v2 /sys/fs/cgroup/jobs/job1) allows" in done.stderr
 
 
 def test_numaruns_own_choices_stay_in_the_inherited_affinity(

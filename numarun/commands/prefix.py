@@ -237,6 +237,8 @@ def parse_args(argv: list[str]) -> _Options:
 
 
 def _switch(opts: _Options, key: str, option: str) -> None:
+    if key == "whole_machine":
+        _all_comes_first(opts, option)
     if key == "localalloc":
         _set_mode(opts, "local", option)
     elif key in _FLAG_OPTIONS:
@@ -245,6 +247,24 @@ def _switch(opts: _Options, key: str, option: str) -> None:
         opts.request.per_rank = True
     elif key in _PLAIN_SWITCHES:
         setattr(opts, key, True)
+
+
+def _all_comes_first(opts: _Options, option: str) -> None:
+    """numactl applies each node and CPU option as it reads it, so -a changes only those
+    after it, and numactl refuses it after one (its check_all_parse; its test bind_range
+    expects that): refused alike rather than silently applied to options before it."""
+    request = opts.request
+    for spec, name in (
+        (request.nodes, request.nodes_option),
+        (request.cpu_nodes, request.cpu_nodes_option),
+        (request.cpus, request.cpus_option),
+    ):
+        if spec is not None:
+            raise UsageError(
+                f"{option} comes after {name} {spec.text}; it must come before every node "
+                "and CPU option, as in numactl",
+                f"put {option} first: numarun {option} {name} {spec.text} ...",
+            )
 
 
 def _ignore_as_numactl_does(opts: _Options) -> None:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Options in numarun's own spelling: with them, the CPUs follow the memory nodes.
 OWN_SPELLINGS = ("--policy", "--nodes")
+#: numactl's names of the CPU option: CPUs within the inherited affinity unless -a.
+NUMACTL_CPU_SPELLINGS = ("-C", "--physcpubind")
 #: Modes whose memory is meant to be near the threads that use it.
 NEAR_MODES = ("bind", "preferred", "preferred-many")
 
@@ -147,7 +149,9 @@ def requested_cpus(
         )
         found.append(cpus)
     if request.cpus is not None:
-        cpus = resolve.cpus(request.cpus, request.cpus_option, topology, bounds)
+        # numactl's spelling keeps to the inherited affinity, as numactl does; --cpus widens.
+        keep = request.cpus_option in NUMACTL_CPU_SPELLINGS
+        cpus = resolve.cpus(request.cpus, request.cpus_option, topology, bounds, keep_affinity=keep)
         reasons.append(f"CPUs {format_list(cpus)}: from {request.cpus_option} {request.cpus.text}")
         found.append(cpus)
     if not found:

@@ -78,9 +78,18 @@ def _unusable_cpu_node(
     return refusals.node_cpus_outside(where, node, online, with_cpus, bounds.source_of(online))
 
 
-def cpus(spec: Spec, where: str, topology: Topology, bounds: Bounds) -> frozenset[int]:
-    """The CPUs a CPU spec names, checked: they exist, are online, and the cpuset allows them."""
-    universe = topology.online_cpus() if bounds.whole_machine else bounds.cpus
+def cpus(
+    spec: Spec, where: str, topology: Topology, bounds: Bounds, *, keep_affinity: bool = False
+) -> frozenset[int]:
+    """The CPUs a CPU spec names, checked: they exist, are online, and the cpuset allows them.
+
+    ``keep_affinity`` is numactl's ``-C``/``--physcpubind`` without ``-a``: libnuma checks
+    those CPUs (and counts ``all``, ``!`` and ``+``) against the affinity the process
+    inherited, not the cpuset, so ``taskset -c 0 numactl -C 1`` is refused, and numactl's own
+    test (bind_range) expects that.
+    """
+    limit = bounds.inherited if keep_affinity and not bounds.whole_machine else bounds.cpus
+    universe = topology.online_cpus() if bounds.whole_machine else limit
     named = resolve_spec(
         spec, existing=frozenset(topology.cpus), allowed=universe, option=where, kind="CPU"
     )
@@ -89,12 +98,15 @@ def cpus(spec: Spec, where: str, topology: Topology, bounds: Bounds) -> frozense
     if not (spec.everything or spec.invert):
         offline = sorted(c for c in named if not topology.cpus[c].online)
         if offline:
-            raise refusals.cpu_offline(where, offline, bounds.cpus)
-        outside = sorted(named - bounds.cpus)
-        if outside:
-            raise refusals.cpus_outside(where, outside, bounds.cpus, bounds.cpuset)
+            raise refusals.cpu_offline(where, offline, limit)
+        beyond_cpuset = sorted(named - bounds.cpus)
+        if beyond_cpuset:
+            raise refusals.cpus_outside(where, beyond_cpuset, bounds.cpus, bounds.cpuset)
+        beyond_affinity = sorted(named - limit)
+        if beyond_affinity:
+            raise refusals.cpus_outside_affinity(where, beyond_affinity, limit, bounds.affinity)
     if not named:
-        raise refusals.no_cpus(f"{where} {spec.text}", bounds.cpus)
+        raise refusals.no_cpus(f"{where} {spec.text}", limit)
     return named
 
 

@@ -18,12 +18,13 @@ Selection and policy (environment variable NUMARUN_GUEST):
   ordinary suite stays fast and needs no qemu;
 - when the guest cannot start (no qemu, no kernel) they FAIL with the reason, unless
   NUMARUN_GUEST=skip, which makes them skip with that reason instead.
-NUMARUN_GUEST_TIMEOUT bounds each guest run in seconds (default 600).
+NUMARUN_GUEST_TIMEOUT bounds each guest run in seconds (default 1500).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -41,6 +42,7 @@ REPO = HERE.parent.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import numactl_suite  # noqa: E402
 import numavm  # noqa: E402  (needs HERE on sys.path)
 from inguest import RESULT_PREFIX  # noqa: E402
 
@@ -94,7 +96,7 @@ class GuestPool:
 
     def __init__(self, wanted: set[str]) -> None:
         self.wanted = wanted
-        self.timeout = float(os.environ.get("NUMARUN_GUEST_TIMEOUT", "600"))
+        self.timeout = float(os.environ.get("NUMARUN_GUEST_TIMEOUT", "1500"))
         self._lock = threading.Lock()
         self._futures: dict[str, concurrent.futures.Future[GuestReport]] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -102,6 +104,7 @@ class GuestPool:
         )
         self._setup_error: str | None = None
         self._setup_done = False
+        self._guest_env: dict[str, str] = {}  # what the host prepared for the checks
 
     def _setup(self) -> None:
         # Once, before any thread boots: fetching the kernel may take half a minute.
@@ -112,6 +115,10 @@ class GuestPool:
             numavm.setup()
         except numavm.GuestUnavailableError as exc:
             self._setup_error = str(exc)
+        # numactl's own test scripts: fetched on the host (the guest has no network); when
+        # they cannot be, their tests fail (or skip) with numactl_suite.fetch()'s reason.
+        with contextlib.suppress(numactl_suite.FetchError):
+            self._guest_env[numactl_suite.ENV_DIR] = str(numactl_suite.fetch())
 
     def _boot(self, shape: numavm.Shape) -> GuestReport:
         if self._setup_error:
@@ -119,7 +126,7 @@ class GuestPool:
         # The project's interpreter by its real path (a pyenv shim would cost ~13 s in the
         # guest); the checkout first on sys.path so checks exercise this tree's numarun.
         argv = [sys.executable, str(HERE / "inguest.py"), "--shape", shape.name]
-        env = dict(os.environ)
+        env = dict(os.environ) | self._guest_env
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         try:
             res = numavm.boot_and_run(shape, argv, self.timeout, env=env, cwd=str(REPO))

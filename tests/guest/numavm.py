@@ -16,7 +16,8 @@ Library use (the guest test suite)::
 
 Command line::
 
-    python tests/guest/numavm.py --setup                 # fetch kernel, build initramfs
+    python tests/guest/numavm.py --setup                 # fetch kernel, build initramfs,
+                                                         # and numactl's test scripts
     python tests/guest/numavm.py --shape 2n2c2t -- numactl --hardware
 
 Exit status of the command line: the command's own, 124 on timeout, 125 when the guest could
@@ -730,6 +731,18 @@ def boot_and_run(
 # Command line
 
 
+def _setup_numactl_suite() -> None:
+    """numactl's own test scripts for test_numactl_suite_guest.py: a warning, not a failure,
+    when they cannot be fetched (the rest of the guest suite does not need them)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import numactl_suite
+
+    try:
+        print(f"numavm: numactl's test scripts in {numactl_suite.fetch()}")
+    except numactl_suite.FetchError as exc:
+        print(f"numavm: warning: numactl's test scripts: {exc}", file=sys.stderr)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="numavm.py",
@@ -751,6 +764,7 @@ def main(args: Sequence[str] | None = None) -> int:
         if ns.setup:
             cache = setup(force=ns.force)
             print(f"numavm: ready ({(cache / 'version').read_text().strip()}, {cache})")
+            _setup_numactl_suite()
             if not command:
                 return 0
         if not command:
