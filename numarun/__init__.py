@@ -18,6 +18,10 @@ launcher runs before every wrapped command and must not pay for the supervisor.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -56,10 +60,19 @@ __all__ = [  # noqa: RUF022 - grouped as _EXPORTS is
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'numarun' has no attribute {name!r}")
-    import importlib
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:
+    """A module ``__getattr__`` that imports ``exports[name]`` (a module) on first use, so a
+    package's names cost nothing until used (the prefix launcher must not pay for them)."""
 
-    return getattr(importlib.import_module(module), name)
+    def getattr_(name: str) -> object:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+    return getattr_
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -172,7 +172,11 @@ def _split_policy(tokens: list[str]) -> tuple[str, int]:
     return tokens[0], 1
 
 
-def _parse_remainder(rest: str, address: int, policies: dict[str, Policy]) -> Mapping | None:
+def _parse_remainder(  # noqa: PLR0912
+    rest: str, address: int, policies: dict[str, Policy]
+) -> Mapping | None:
+    # One branch per numa_maps field, in one function on purpose: it runs once per mapping
+    # (60,000 in a large process) and a call per field would double the parse time.
     """Parse what follows the address on one line; None when there is no policy at all."""
     # Split on blanks only: a path may hold other whitespace (\r, \x1f, U+2028), which the
     # kernel does not escape.

@@ -18,6 +18,8 @@ Modules: :mod:`.policy` (the restart policy), :mod:`.model` (specs, events),
 
 from __future__ import annotations
 
+from numarun import lazy_exports
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from numarun.supervisor.clock import Clock, FakeClock, RealClock
@@ -76,10 +78,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'numarun.supervisor' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"numarun.supervisor.{module}"), name)
+__getattr__ = lazy_exports(__name__, {k: f"{__name__}.{v}" for k, v in _EXPORTS.items()})

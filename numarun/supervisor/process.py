@@ -212,6 +212,80 @@ def _open_stdin(worker: WorkerSpec) -> int:
         ) from None
 
 
+def _streams(worker: WorkerSpec, to_close: list[int]) -> tuple[int, int, int, int, int | None]:
+    """(stdout read end, stderr read end, child stdout, child stderr, child stdin): pipes to
+    the printer, or the log file for both; ``to_close`` gets what the parent must close once
+    the child has them."""
+    out_r = err_r = -1
+    if worker.log is None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        to_close += [out_w, err_w]
+        stdout, stderr = out_w, err_w
+    else:
+        stdout = _log_fd(worker, worker.log)
+        stderr = stdout
+        to_close.append(stdout)
+    stdin: int | None = subprocess.DEVNULL
+    if worker.stdin == "inherit":
+        stdin = None
+    elif worker.stdin != "null":
+        try:
+            stdin = _open_stdin(worker)
+        except BaseException:
+            for fd in (out_r, err_r):  # the caller never got them
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        to_close.append(stdin)
+    return out_r, err_r, stdout, stderr, stdin
+
+
+def _popen(
+    worker: WorkerSpec,
+    stdin: int | None,
+    stdout: int,
+    stderr: int,
+    preexec: Callable[[], None] | None,
+) -> int:
+    """Start the child; its PID, or the one-line refusal for what stopped it."""
+    try:
+        proc = subprocess.Popen(
+            list(worker.argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=worker.cwd,
+            env=dict(worker.env) if worker.env is not None else None,
+            start_new_session=True,
+            close_fds=True,
+            # Safe enough with threads: the function only makes three syscalls on
+            # objects it was handed (no import, no lock, no allocation of note);
+            # see numarun.supervisor.contain for why it is needed at all.
+            preexec_fn=preexec,  # noqa: PLW1509
+        )
+    except FileNotFoundError as err:
+        missing = worker.cwd if worker.cwd and not os.path.isdir(worker.cwd) else None
+        if missing:
+            raise WorkerPathError(
+                f"{worker.label}: cwd {missing} does not exist",
+                "create it or fix cwd in the job spec",
+            ) from None
+        raise CommandNotFoundError(
+            f"{worker.label}: {worker.argv[0]}: command not found ({err.strerror})",
+            "check the spelling, or give its full path",
+        ) from None
+    except OSError as err:
+        raise CommandNotExecutableError(
+            f"{worker.label}: cannot execute {worker.argv[0]}: {err.strerror}",
+            "check its permissions and format",
+        ) from None
+    # The Popen object is dropped: the supervisor reaps by pid through the pidfd.
+    # Marking it reaped stops Popen.__del__ from tracking it in subprocess._active.
+    proc.returncode = 0
+    return proc.pid
+
+
 def spawn(
     worker: WorkerSpec,
     placement: Placer,
@@ -227,60 +301,12 @@ def spawn(
     The caller must call ``placement.restore()`` once it has started what it starts in a
     row (256 workers on one node need not switch back and forth between each).
     """
-    out_r = out_w = err_r = err_w = -1
+    out_r = err_r = -1
     to_close: list[int] = []
     try:
-        if worker.log is None:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            to_close += [out_w, err_w]
-            stdout, stderr = out_w, err_w
-        else:
-            stdout = _log_fd(worker, worker.log)
-            stderr = stdout
-            to_close.append(stdout)
-        stdin: int | None = subprocess.DEVNULL
-        if worker.stdin == "inherit":
-            stdin = None
-        elif worker.stdin != "null":
-            stdin = _open_stdin(worker)
-            to_close.append(stdin)
+        out_r, err_r, stdout, stderr, stdin = _streams(worker, to_close)
         placement.apply(worker)
-        try:
-            proc = subprocess.Popen(
-                list(worker.argv),
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=worker.cwd,
-                env=dict(worker.env) if worker.env is not None else None,
-                start_new_session=True,
-                close_fds=True,
-                # Safe enough with threads: the function only makes three syscalls on
-                # objects it was handed (no import, no lock, no allocation of note);
-                # see numarun.supervisor.contain for why it is needed at all.
-                preexec_fn=preexec,  # noqa: PLW1509
-            )
-        except FileNotFoundError as err:
-            missing = worker.cwd if worker.cwd and not os.path.isdir(worker.cwd) else None
-            if missing:
-                raise WorkerPathError(
-                    f"{worker.label}: cwd {missing} does not exist",
-                    "create it or fix cwd in the job spec",
-                ) from None
-            raise CommandNotFoundError(
-                f"{worker.label}: {worker.argv[0]}: command not found ({err.strerror})",
-                "check the spelling, or give its full path",
-            ) from None
-        except OSError as err:
-            raise CommandNotExecutableError(
-                f"{worker.label}: cannot execute {worker.argv[0]}: {err.strerror}",
-                "check its permissions and format",
-            ) from None
-        # The Popen object is dropped: the supervisor reaps by pid through the pidfd.
-        # Marking it reaped stops Popen.__del__ from tracking it in subprocess._active.
-        proc.returncode = 0
-        pid = proc.pid
+        pid = _popen(worker, stdin, stdout, stderr, preexec)
         pidfd = os.pidfd_open(pid)
     except BaseException:
         for fd in (out_r, err_r):
