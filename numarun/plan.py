@@ -151,9 +151,11 @@ def plan_process(
     if group.nodes.strip().lower() == "all":
         chosen = resolve.nodes_with_cpus(topology, limits.inherited)
     else:
-        chosen, _ = resolve.cpu_nodes(
-            _spec(group.nodes, where("nodes")), where("nodes"), topology, limits, limits.inherited
-        )
+        nodes = resolve.device_spec(
+            _spec(group.nodes, where("nodes")), where("nodes"), topology, limits.inherited,
+            reasons=[], warn=ctx.warn,
+        )  # fmt: skip
+        chosen, _ = resolve.cpu_nodes(nodes, where("nodes"), topology, limits, limits.inherited)
     pool = pool_of(topology, chosen, limits.inherited - group.reserve_cpus, ctx)
     want = None if group.cpus_per_worker == "all" else int(group.cpus_per_worker)
     placed = place(topology, pool, workers=group.workers, want=want, smt=group.smt, ctx=ctx)
@@ -162,7 +164,10 @@ def plan_process(
     if word is not None and group.mode in NODELESS_MODES:
         raise refusals.nodeless_with_nodes(key, group.mode, f"memory_nodes = {word!r}")
     if word is not None and word not in resolve.MEMORY_WORDS:
-        named, word = resolve.named_memory_nodes(_spec(word, key), key, topology, limits), None
+        memory = resolve.device_spec(
+            _spec(word, key), key, topology, limits.inherited, reasons=[], warn=ctx.warn
+        )
+        named, word = resolve.named_memory_nodes(memory, key, topology, limits), None
     slots = placements(topology, limits, placed, mode=group.mode, word=word, named=named, ctx=ctx)
     plan = ProcessPlan(
         name=group.name,

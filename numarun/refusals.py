@@ -54,7 +54,13 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (
         UnknownResourceError.exit_code,
         "A node, CPU or rank that does not exist on this machine.",
-        ("unknown node", "unknown CPU", "a rank past the number of ranks"),
+        (
+            "unknown node",
+            "unknown CPU",
+            "a rank past the number of ranks",
+            "a device name (netdev:, pci:, block:, file:, ip:, gpu:) this machine has no "
+            "such device for",
+        ),
     ),
     (
         NotAllowedError.exit_code,
@@ -155,6 +161,27 @@ def unknown(where: str, kind: str, ids: Iterable[int], valid: Iterable[int]) -> 
         f"{where}: {_ids(kind, items)} {verb} not exist on this machine",
         f"valid {kind}s are {_or_none(valid)}",
     )
+
+
+def unknown_device(
+    where: str, text: str, valid: Iterable[str], *, why: str | None = None
+) -> NumarunError:
+    """A device name that matches no device; ``why`` says what was found instead."""
+    names = sorted(valid)
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    kind = text.partition(":")[0]
+    return UnknownResourceError(
+        f"{where} {text}: " + (why or f"no such {_DEVICE_WORDS.get(kind, 'device')} here"),
+        f"devices here: {shown}" if names else "numarun topology lists the devices",
+    )
+
+
+_DEVICE_WORDS = {
+    "netdev": "network interface with a PCI device",
+    "pci": "PCI device (bridges are not listed)",
+    "block": "block device with a PCI device",
+    "gpu": "GPU",
+}
 
 
 # --- exit 5: outside what this process may use ------------------------------------------------
