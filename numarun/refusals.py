@@ -85,6 +85,7 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "preferred with several nodes; a node-less mode (local, default) with nodes",
             "no allowed node with memory, or none with both CPUs and memory to choose",
             "more workers or ranks than usable CPUs, or a cpus_per_worker that does not fit",
+            "workers = per-gpu where no GPU is on the nodes the workers may use",
         ),
     ),
     (
@@ -292,6 +293,20 @@ def nodeless_with_nodes(where: str, mode: str, text: str) -> NumarunError:
 def no_memory_allowed(where: str, source: str) -> NumarunError:
     return UnsuitableError(
         f"{where}: no node with memory is allowed to this process", f"check {source}"
+    )
+
+
+def no_gpus(where: str, *, nodes: Iterable[int] | None = None) -> NumarunError:
+    """``workers = "per-gpu"`` with no GPU (or none on the ``nodes`` the group may use)."""
+    if nodes is None:
+        return UnsuitableError(
+            f'{where}: workers = "per-gpu" but this machine has no GPU (PCI class 0x03 or 0x12)',
+            "use per-node or a count (numarun topology lists the devices)",
+        )
+    return UnsuitableError(
+        f'{where}: workers = "per-gpu" but no GPU is on nodes {_or_none(nodes)}, which the '
+        "workers may use",
+        "widen nodes or the CPU affinity (numarun topology shows each GPU's node)",
     )
 
 

@@ -230,8 +230,8 @@ def small_server(root: Path) -> Path:
     [
         ("gpu:0", 1, "-N gpu:0: gpu 0 (0000:d0:00.0) is on node 2, which has no CPUs; using "
          "the nearest node with CPUs, 1"),
-        ("netdev:ens5", 0, "-N netdev:ens5: the kernel does not know its NUMA node (numa_node "
-         "is -1); using node 0, the first with usable CPUs"),
+        ("netdev:ens5", 0, "-N netdev:ens5: the kernel does not know the NUMA node of ens5 "
+         "(0000:00:05.0) (numa_node is -1); using node 0, the first with usable CPUs"),
     ],
 )  # fmt: skip
 def test_device_without_a_cpu_node_runs_nearby_with_one_warning(
@@ -293,3 +293,98 @@ def test_spec_nodes_and_memory_nodes_by_device(server: Path, tmp_path: Path) -> 
     (group,) = plan.processes
     assert [w.node for w in group.workers] == [0, 0]
     assert {w.memory.nodes for w in group.workers} == {frozenset({1})}
+
+
+# --- per-gpu workers and near ---------------------------------------------------------------
+
+PER_GPU = """
+[[process]]
+name = "trainer"
+command = ["train", "--gpu", "{gpu}"]
+workers = "per-gpu"
+policy = "bind"
+env = { LOG = "gpu{gpu}.log" }
+"""
+
+
+def test_per_gpu_runs_one_worker_per_gpu_on_its_node(server: Path) -> None:
+    from numarun.plan import plan_job
+    from numarun.spec import parse_spec_text
+
+    plan = plan_job(load_topology(server), parse_spec_text(PER_GPU))
+    (group,) = plan.processes
+    rows = [(w.gpu, w.node, w.cpus, w.argv[-1], w.env["LOG"]) for w in group.workers]
+    # node 0's four CPUs split between gpus 0 and 1, node 1's between 2, 3 and the
+    # accelerator of the CPU-less node 2 (nearest node with CPUs: 1)
+    assert rows == [
+        (0, 0, (0, 1), "0", "gpu0.log"),
+        (1, 0, (2, 3), "1", "gpu1.log"),
+        (2, 1, (4, 5), "2", "gpu2.log"),
+        (3, 1, (6,), "3", "gpu3.log"),
+        (4, 1, (7,), "4", "gpu4.log"),
+    ]
+    assert [w.memory.nodes for w in group.workers][:3] == [
+        frozenset({0}),
+        frozenset({0}),
+        frozenset({1}),
+    ]
+    # CUDA counts NVIDIA's GPUs in PCI order (CUDA_DEVICE_ORDER=PCI_BUS_ID): gpu 0 is
+    # /dev/nvidia0 at 65:00.0, the second NVIDIA GPU by address.
+    assert [w.env.get("CUDA_VISIBLE_DEVICES") for w in group.workers] == ["1", "0", "2", "3", None]
+    assert group.workers[0].env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert group.workers[4].env["ROCR_VISIBLE_DEVICES"] == "0"
+    assert any("gpu 4 (0000:d0:00.0) is on node 2, which has no CPUs" in w for w in plan.warnings)
+
+
+def test_per_gpu_keeps_the_specs_own_visible_devices(server: Path) -> None:
+    from numarun.plan import plan_job
+    from numarun.spec import parse_spec_text
+
+    text = PER_GPU.replace('env = { LOG = "gpu{gpu}.log" }', 'env = { CUDA_VISIBLE_DEVICES = "7" }')
+    (group,) = plan_job(load_topology(server), parse_spec_text(text)).processes
+    assert {w.env["CUDA_VISIBLE_DEVICES"] for w in group.workers} == {"7"}
+
+
+def test_plan_shows_each_workers_device(server: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "job.toml"
+    spec.write_text(
+        PER_GPU + '\n[[process]]\nname = "feeder"\ncommand = ["feed"]\nnear = "netdev:eth0"\n'
+    )
+    done = numarun("plan", str(spec), "--topology", str(server))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split() == ["worker", "node", "device", "cpus", "memory", "command"]
+    assert "gpu 2 (0000:ca:00.0)" in lines[4]
+    feeder = lines[lines.index("process feeder: 1 worker, policy default, smt allow") + 2]
+    assert feeder.split()[:4] == ["0", "0", "eth0", "(0000:18:00.0)"]
+    data = json.loads(numarun("plan", str(spec), "--topology", str(server), "--json").stdout)
+    assert [w["gpu"] for w in data["processes"][0]["workers"]] == [0, 1, 2, 3, 4]
+    assert data["processes"][1]["workers"][0]["device"] == "eth0 (0000:18:00.0)"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('workers = 2\nnear = "gpu:0"\nnodes = "1"', "near and nodes both say where"),
+        ('workers = "per-gpu"\nnear = "gpu:0"', "places each worker near its own GPU"),
+        ('workers = 2\nnear = "0"', "names no device"),
+        ('workers = 2\nenv = { G = "{gpu}" }', '{gpu} is used but workers is not "per-gpu"'),
+    ],
+)
+def test_spec_refuses_near_and_gpu_mixups(extra: str, message: str) -> None:
+    from numarun.errors import SpecError
+    from numarun.spec import parse_spec_text
+
+    with pytest.raises(SpecError, match="process\\[0\\]") as err:
+        parse_spec_text(f'[[process]]\nname = "x"\ncommand = ["x"]\n{extra}\n')
+    assert message in err.value.message
+
+
+def test_per_gpu_without_gpus_is_refused(tmp_path: Path) -> None:
+    from numarun.errors import UnsuitableError
+    from numarun.plan import plan_job
+    from numarun.spec import parse_spec_text
+
+    root = FakeMachine(nodes={0: [0, 1]}, siblings=[(0,), (1,)]).write(tmp_path / "plain")
+    with pytest.raises(UnsuitableError, match="this machine has no GPU"):
+        plan_job(load_topology(root), parse_spec_text(PER_GPU))

@@ -231,7 +231,7 @@ def device_node(
         raise refusals.no_cpus(where, limit)
     if device.node is None:
         node = usable[0]
-        why = "the kernel does not know its NUMA node (numa_node is -1)"
+        why = f"the kernel does not know the NUMA node of {device.label()} (numa_node is -1)"
         return node, f"{where}: {why}; using node {node}, the first with usable CPUs"
     node = topology.nearest(device.node, usable)[0]
     return node, (
