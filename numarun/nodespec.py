@@ -14,6 +14,11 @@ Grammar (numactl(8), libnuma's ``numa_parse_nodestring``/``numa_parse_cpustring`
   the second and third. It is how a script says "the first node of my container" without
   knowing the host's numbering.
 
+A node may also be named by a device on it, in numactl's words (``netdev:eth0``,
+``pci:0000:3b:00.0``, ``block:nvme0n1``, ``file:/data`` for the disk holding it,
+``ip:10.0.0.5`` for the interface holding that local address) and numarun's ``gpu:N``: the
+spec keeps the name in ``device``, and :mod:`numarun.placement.resolve` finds its node.
+
 Parsing is split from resolution so that syntax errors can be reported before any file
 is read: :func:`parse_spec` checks the text; :func:`resolve` turns a parsed spec into ids
 given the sets of a topology. Errors are :class:`~numarun.errors.NumarunError` with the
@@ -25,28 +30,37 @@ from __future__ import annotations
 from numarun.cpulist import MAX_CPUS, MAX_NODES, format_list, parse_list
 from numarun.errors import NotAllowedError, UnknownResourceError, UsageError
 
-# numactl's named node sources (netdev:eth0, pci:0000:3b:00.0, ...): not read by numarun.
-_NAMED_SOURCES = ("netdev:", "file:", "ip:", "block:", "pci:")
+#: Node names by device: numactl's (netdev:eth0, pci:0000:3b:00.0, ...) and gpu:N.
+DEVICE_PREFIXES = ("netdev:", "pci:", "block:", "file:", "ip:", "gpu:")
 
 
 class Spec:
     """A parsed node or CPU spec. ``items`` are ids, or positions when ``relative``."""
 
-    __slots__ = ("everything", "invert", "items", "relative", "text")
+    __slots__ = ("device", "everything", "invert", "items", "relative", "text")
     text: str
     everything: bool
     invert: bool
     relative: bool
     items: frozenset[int]
+    device: str | None  # "netdev:eth0", "gpu:3": the node is that device's, found later
 
     def __init__(
-        self, text: str, *, everything: bool, invert: bool, relative: bool, items: frozenset[int]
+        self,
+        text: str,
+        *,
+        everything: bool,
+        invert: bool,
+        relative: bool,
+        items: frozenset[int],
+        device: str | None = None,
     ) -> None:
         self.text = text
         self.everything = everything
         self.invert = invert
         self.relative = relative
         self.items = items
+        self.device = device
 
     def __repr__(self) -> str:
         return f"Spec({self.text!r})"
@@ -60,12 +74,8 @@ def parse_spec(text: str, option: str = "--nodes", kind: str = "node") -> Spec:
         raise UsageError(f"{option} needs a {kind} list", f"give e.g. {option} 0 or {option} 0-1")
     if body.lower() == "all":
         return Spec(raw, everything=True, invert=False, relative=False, items=frozenset())
-    for source in _NAMED_SOURCES:
-        if body.startswith(source):
-            raise UsageError(
-                f"{option} {raw}: numarun does not resolve numactl's {source[:-1]}: names",
-                f"give {kind} numbers (see numarun --hardware)",
-            )
+    if kind == "node" and body.lower().startswith(DEVICE_PREFIXES):
+        return _device_spec(raw, option)
     invert = body.startswith("!")
     if invert:
         body = body[1:]
@@ -88,6 +98,38 @@ def parse_spec(text: str, option: str = "--nodes", kind: str = "node") -> Spec:
     if not items:
         raise UsageError(f"{option} needs a {kind} list", f"give e.g. {option} 0")
     return Spec(raw, everything=False, invert=invert, relative=relative, items=items)
+
+
+def _device_spec(raw: str, option: str) -> Spec:
+    prefix, _, name = raw.partition(":")
+    prefix = prefix.lower()
+    if not name.strip():
+        raise UsageError(
+            f"{option} {raw}: {prefix}: needs a name", f"write e.g. {option} {_EXAMPLES[prefix]}"
+        )
+    if prefix == "gpu" and not (name.isascii() and name.isdigit()):
+        raise UsageError(
+            f"{option} {raw}: gpu: takes a GPU index (0, 1, ...)",
+            "write e.g. gpu:0 (numarun topology lists the GPUs)",
+        )
+    return Spec(
+        raw,
+        everything=False,
+        invert=False,
+        relative=False,
+        items=frozenset(),
+        device=f"{prefix}:{name.strip()}",
+    )
+
+
+_EXAMPLES = {
+    "netdev": "netdev:eth0",
+    "pci": "pci:0000:3b:00.0",
+    "block": "block:nvme0n1",
+    "file": "file:/data",
+    "ip": "ip:10.0.0.5",
+    "gpu": "gpu:0",
+}
 
 
 def resolve(

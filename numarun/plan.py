@@ -27,16 +27,18 @@ MAX_OVERLAP_LINES = 3
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
-    from numarun.placement.slots import Placement
+    from numarun.placement.cores import Core
+    from numarun.placement.slots import Context, Placement
     from numarun.spec import JobSpec, ProcessSpec
     from numarun.supervisor.policy import Supervision
+    from numarun.topology import Device
 
-_PLACEHOLDER = r"(?<!\$)\{(node|worker|cpus|mem_nodes|name)\}"
+_PLACEHOLDER = r"(?<!\$)\{(node|worker|cpus|mem_nodes|name|gpu)\}"
 
 
 class WorkerPlan(Value):
@@ -54,11 +56,15 @@ class WorkerPlan(Value):
     cwd: str | None
     log: str | None  # None: inherit numarun's stdout/stderr
     stdin: str  # "null", "inherit" or a path
+    device: str | None = None  # the device it is placed near: "gpu 0 (0000:41:00.0)"
+    gpu: int | None = None  # its GPU (workers = "per-gpu")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "node": self.node,
+            "device": self.device,
+            "gpu": self.gpu,
             "nodes": list(self.nodes),
             "cpus": list(self.cpus),
             "cpu_list": format_list(self.cpus),
@@ -114,7 +120,7 @@ class Plan(Value):
 
 
 def expand(text: str, values: dict[str, str]) -> str:
-    """Replace ``{node}``, ``{worker}``, ``{cpus}``, ``{mem_nodes}``, ``{name}`` in ``text``.
+    """Replace ``{node}``, ``{worker}``, ``{cpus}``, ``{mem_nodes}``, ``{name}``, ``{gpu}``.
 
     Other braces are left as they are (``${HOME}``, ``{print $1}``), so shell code and JSON
     arguments pass through untouched.
@@ -148,25 +154,30 @@ def plan_process(
 
     ctx = Context(where=where, label=f"process {group.name!r}")
     limits = bounds if bounds is not None else bounds_of(topology)
-    if group.nodes.strip().lower() == "all":
-        chosen = resolve.nodes_with_cpus(topology, limits.inherited)
-    else:
-        chosen, _ = resolve.cpu_nodes(
-            _spec(group.nodes, where("nodes")), where("nodes"), topology, limits, limits.inherited
-        )
+    chosen, near = _chosen_nodes(topology, group, where, limits, ctx)
     pool = pool_of(topology, chosen, limits.inherited - group.reserve_cpus, ctx)
     want = None if group.cpus_per_worker == "all" else int(group.cpus_per_worker)
-    placed = place(topology, pool, workers=group.workers, want=want, smt=group.smt, ctx=ctx)
+    if group.workers == "per-gpu":
+        placed, devices = _per_gpu(topology, pool, want=want, smt=group.smt, limits=limits, ctx=ctx)
+    else:
+        placed = place(topology, pool, workers=group.workers, want=want, smt=group.smt, ctx=ctx)
+        devices = [near] * len(placed)
     word, named = group.memory_nodes, None
     key = where("memory_nodes")
     if word is not None and group.mode in NODELESS_MODES:
         raise refusals.nodeless_with_nodes(key, group.mode, f"memory_nodes = {word!r}")
     if word is not None and word not in resolve.MEMORY_WORDS:
-        named, word = resolve.named_memory_nodes(_spec(word, key), key, topology, limits), None
+        memory = resolve.device_spec(
+            _spec(word, key), key, topology, limits.inherited, reasons=[], warn=ctx.warn
+        )
+        named, word = resolve.named_memory_nodes(memory, key, topology, limits), None
     slots = placements(topology, limits, placed, mode=group.mode, word=word, named=named, ctx=ctx)
     plan = ProcessPlan(
         name=group.name,
-        workers=tuple(_worker(group, slot) for slot in slots),
+        workers=tuple(
+            _worker(group, slot, device, topology)
+            for slot, device in zip(slots, devices, strict=True)
+        ),
         smt=group.smt,
         policy=group.policy,
         preset=group.preset,
@@ -175,14 +186,99 @@ def plan_process(
     return plan, ctx.warnings
 
 
+def _chosen_nodes(
+    topology: Topology,
+    group: ProcessSpec,
+    where: Callable[[str], str],
+    limits: Bounds,
+    ctx: Context,
+) -> tuple[list[int], Device | None]:
+    """The nodes a group's workers go on: ``near``'s device's node, or ``nodes``."""
+    from numarun.placement import resolve
+
+    if group.near is not None:
+        key = where("near")
+        device = resolve.find_device(topology, _spec(group.near, key).device or "", key)
+        node, warning = resolve.device_node(
+            topology, device, f"{key} {group.near}", limits.inherited
+        )
+        if warning is not None:
+            ctx.warn(warning)
+        nodes, _ = resolve.cpu_nodes(_spec(str(node), key), key, topology, limits, limits.inherited)
+        return nodes, device
+    if group.nodes.strip().lower() == "all":
+        return resolve.nodes_with_cpus(topology, limits.inherited), None
+    key = where("nodes")
+    spec = resolve.device_spec(
+        _spec(group.nodes, key), key, topology, limits.inherited, reasons=[], warn=ctx.warn
+    )
+    return resolve.cpu_nodes(spec, key, topology, limits, limits.inherited)[0], None
+
+
+def _per_gpu(
+    topology: Topology,
+    pool: dict[int, list[Core]],
+    *,
+    want: int | None,
+    smt: str,
+    limits: Bounds,
+    ctx: Context,
+) -> tuple[list[tuple[int, list[int], list[int]]], list[Device | None]]:
+    """One worker per GPU on the GPU's node; the node's cores split evenly between its GPUs."""
+    from numarun.placement import resolve
+    from numarun.placement.slots import place
+
+    gpus = topology.gpus()
+    if not gpus:
+        raise refusals.no_gpus(ctx.where("workers"))
+    by_node: dict[int, list[Device]] = {}
+    for gpu in gpus:
+        node, warning = resolve.device_node(topology, gpu, ctx.where("workers"), limits.inherited)
+        if warning is not None:
+            ctx.warn(warning)
+        if node in pool:  # GPUs on nodes the group does not use are not its workers
+            by_node.setdefault(node, []).append(gpu)
+    if not by_node:
+        raise refusals.no_gpus(ctx.where("workers"), nodes=list(pool))
+    pairs: list[tuple[Device, tuple[int, list[int], list[int]]]] = []
+    for node, here in sorted(by_node.items()):
+        placed = place(topology, {node: pool[node]}, workers=len(here), want=want, smt=smt, ctx=ctx)
+        pairs.extend(zip(here, placed, strict=True))
+    pairs.sort(key=lambda pair: pair[0].gpu or 0)
+    return [p for _d, p in pairs], [d for d, _p in pairs]
+
+
+def _visible_devices(topology: Topology, gpu: Device) -> dict[str, str]:
+    """The variable that shows the worker its GPU alone: CUDA's for NVIDIA, ROCm's for AMD.
+
+    The value is the GPU's place among its vendor's GPUs in PCI order, which is what CUDA
+    counts with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set too: CUDA's default order is fastest
+    first) and what ROCm counts. Other vendors' devices get both variables.
+    """
+    same = sorted(d.pci for d in topology.gpus() if d.vendor == gpu.vendor)
+    index = str(same.index(gpu.pci))
+    if gpu.vendor == _NVIDIA:
+        return {"CUDA_VISIBLE_DEVICES": index, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    if gpu.vendor == _AMD:
+        return {"ROCR_VISIBLE_DEVICES": index}
+    return {"CUDA_VISIBLE_DEVICES": index, "ROCR_VISIBLE_DEVICES": index}
+
+
+_NVIDIA, _AMD = "0x10de", "0x1002"
+
+
 def _spec(text: str, where: str) -> Spec:
     from numarun.nodespec import parse_spec
 
     return parse_spec(text, option=where)
 
 
-def _worker(group: ProcessSpec, slot: Placement) -> WorkerPlan:
+def _worker(
+    group: ProcessSpec, slot: Placement, device: Device | None, topology: Topology
+) -> WorkerPlan:
+    gpu = device.gpu if device is not None and group.workers == "per-gpu" else None
     values = {
+        "gpu": str(gpu) if gpu is not None else "",
         "node": str(slot.node),
         "worker": str(slot.index),
         "cpus": format_list(slot.cpus),
@@ -203,11 +299,24 @@ def _worker(group: ProcessSpec, slot: Placement) -> WorkerPlan:
         cores=slot.cores,
         memory=slot.memory,
         argv=argv,
-        env={k: expand(v, values) for k, v in group.env.items()},
+        env=_env(group, values, device if gpu is not None else None, topology),
         cwd=expand(group.cwd, values) if group.cwd is not None else None,
         log=None if group.logs == "inherit" else expand(group.logs, values),
         stdin=group.stdin if group.stdin in ("null", "inherit") else expand(group.stdin, values),
+        device=device.label() if device is not None else None,
+        gpu=gpu,
     )
+
+
+def _env(
+    group: ProcessSpec, values: dict[str, str], gpu: Device | None, topology: Topology
+) -> dict[str, str]:
+    """The group's environment, expanded; a per-gpu worker's visible devices unless it sets them."""
+    env = {k: expand(v, values) for k, v in group.env.items()}
+    if gpu is not None:
+        for name, value in _visible_devices(topology, gpu).items():
+            env.setdefault(name, value)
+    return env
 
 
 def plan_job(topology: Topology, spec: JobSpec) -> Plan:

@@ -65,7 +65,13 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (
         UnknownResourceError.exit_code,
         "A node, CPU or rank that does not exist on this machine.",
-        ("unknown node", "unknown CPU", "a rank past the number of ranks"),
+        (
+            "unknown node",
+            "unknown CPU",
+            "a rank past the number of ranks",
+            "a device name (netdev:, pci:, block:, file:, ip:, gpu:) this machine has no "
+            "such device for",
+        ),
     ),
     (
         NotAllowedError.exit_code,
@@ -92,6 +98,7 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "no allowed node with memory, or none with both CPUs and memory to choose",
             "more workers or ranks than usable CPUs, or a cpus_per_worker that does not fit",
             "weights from bandwidth where a memory node has no HMAT bandwidth figure",
+            "workers = per-gpu where no GPU is on the nodes the workers may use",
         ),
     ),
     (
@@ -211,6 +218,27 @@ def unknown(where: str, kind: str, ids: Iterable[int], valid: Iterable[int]) -> 
         f"{where}: {_ids(kind, items)} {verb} not exist on this machine",
         f"valid {kind}s are {_or_none(valid)}",
     )
+
+
+def unknown_device(
+    where: str, text: str, valid: Iterable[str], *, why: str | None = None
+) -> NumarunError:
+    """A device name that matches no device; ``why`` says what was found instead."""
+    names = sorted(valid)
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    kind = text.partition(":")[0]
+    return UnknownResourceError(
+        f"{where} {text}: " + (why or f"no such {_DEVICE_WORDS.get(kind, 'device')} here"),
+        f"devices here: {shown}" if names else "numarun topology lists the devices",
+    )
+
+
+_DEVICE_WORDS = {
+    "netdev": "network interface with a PCI device",
+    "pci": "PCI device (bridges are not listed)",
+    "block": "block device with a PCI device",
+    "gpu": "GPU",
+}
 
 
 # --- exit 5: outside what this process may use ------------------------------------------------
@@ -333,6 +361,20 @@ def nodeless_with_nodes(where: str, mode: str, text: str) -> NumarunError:
 def no_memory_allowed(where: str, source: str) -> NumarunError:
     return UnsuitableError(
         f"{where}: no node with memory is allowed to this process", f"check {source}"
+    )
+
+
+def no_gpus(where: str, *, nodes: Iterable[int] | None = None) -> NumarunError:
+    """``workers = "per-gpu"`` with no GPU (or none on the ``nodes`` the group may use)."""
+    if nodes is None:
+        return UnsuitableError(
+            f'{where}: workers = "per-gpu" but this machine has no GPU (PCI class 0x03 or 0x12)',
+            "use per-node or a count (numarun topology lists the devices)",
+        )
+    return UnsuitableError(
+        f'{where}: workers = "per-gpu" but no GPU is on nodes {_or_none(nodes)}, which the '
+        "workers may use",
+        "widen nodes or the CPU affinity (numarun topology shows each GPU's node)",
     )
 
 

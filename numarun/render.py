@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TextIO
 
-    from numarun.topology import Node, Topology
+    from numarun.topology import Device, Node, Topology
 
 # SGR codes; used only when colour is on.
 _BOLD, _DIM, _CYAN, _YELLOW, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[36m", "\x1b[33m", "\x1b[0m"
+_GREEN = "\x1b[32m"
 
 
 def use_colour(stream: TextIO, choice: bool | None = None) -> bool:
@@ -160,7 +161,13 @@ def render_drawing(topology: Topology, *, colour: bool = False, width: int = 80)
         memory_line = _tier_line(node)
         if memory_line:
             lines.append("│ " + paint(memory_line, _DIM))
+        devices = _device_cells(topology, node.id, paint)
+        for row in _wrap(devices, inner - 1) if devices else ():
+            lines.append("│ " + row)
         lines.append("╰" + "─" * inner + "╯")
+    homeless = _device_cells(topology, None, paint)
+    if homeless:  # hwloc hangs these on the machine: the firmware gives no node
+        lines.append("devices on no known node: " + " ".join(homeless))
     legend = "cores as [siblings]; (n) not allowed here; xn offline"
     lines.append(paint(legend, _DIM))
     lines.append("")
@@ -221,6 +228,24 @@ def _tiering_lines(topology: Topology) -> list[str]:
         state = "on" if topology.demotion_enabled else "off"
         out.append(f"demotion to lower tiers: {state} (/sys/kernel/mm/numa/demotion_enabled)")
     return ["", *out] if out else []
+
+
+def _device_cells(
+    topology: Topology, node: int | None, paint: Callable[[str, str], str]
+) -> list[str]:
+    """The node's GPUs, NICs and disks as lstopo shows them under it, and a count of the rest."""
+    here = [d for d in topology.devices if d.node == node]
+    shown = [d for d in here if d.gpu is not None or d.names]
+    cells = [paint(d.label(), _GREEN) for d in sorted(shown, key=_shown_order)]
+    others = len(here) - len(shown)
+    if others:
+        cells.append(paint(f"+{others} other PCI device{'s' if others > 1 else ''}", _DIM))
+    return cells
+
+
+def _shown_order(device: Device) -> tuple[int, int, str]:
+    """GPUs by index, then NICs and disks by address."""
+    return (0, device.gpu, device.pci) if device.gpu is not None else (1, 0, device.pci)
 
 
 def _core_cell(

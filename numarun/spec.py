@@ -44,7 +44,7 @@ from numarun.supervisor import policy
 from numarun.supervisor.policy import PolicyError, Supervision
 
 #: Placeholders that arguments, env values, cwd and log paths may use.
-PLACEHOLDERS = ("node", "worker", "cpus", "mem_nodes", "name")
+PLACEHOLDERS = ("node", "worker", "cpus", "mem_nodes", "name", "gpu")
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)\}")
 
 # What to write instead, per key: the "fix" half of an error message.
@@ -52,8 +52,9 @@ HINTS: dict[str, str] = {
     "name": 'write name = "web" (letters, digits, ".", "_", "-")',
     "command": 'write command = ["prog", "--flag"] (a string only with shell = true)',
     "shell": "write shell = true or shell = false",
-    "workers": 'write workers = "per-node", "per-socket" or a count such as 4',
-    "nodes": 'write a node spec such as "all", "0-3", "0,2", "!1" or "+0"',
+    "workers": 'write workers = "per-node", "per-socket", "per-gpu" or a count such as 4',
+    "nodes": 'write a node spec such as "all", "0-3", "0,2", "!1", "+0" or "netdev:eth0"',
+    "near": 'write near = "netdev:eth1", "gpu:0", "block:nvme0n1", "pci:BDF" or "file:PATH"',
     "cpus_per_worker": 'write cpus_per_worker = "all" or a count such as 4',
     "smt": 'write smt = "avoid" or smt = "allow"',
     "reserve_cpus": 'write a CPU list such as reserve_cpus = "0" or reserve_cpus = [0, 1]',
@@ -121,8 +122,9 @@ class ProcessSpec(BaseModel):
     name: str
     shell: bool = False  # before command: command's validator reads it
     command: str | tuple[str, ...]
-    workers: Literal["per-node", "per-socket"] | int = "per-node"
+    workers: Literal["per-node", "per-socket", "per-gpu"] | int = "per-node"
     nodes: str = "all"
+    near: str | None = None  # a device (netdev:eth1): every worker on its node
     cpus_per_worker: Literal["all"] | int = "all"
     smt: Literal["avoid", "allow"] = "allow"
     reserve_cpus: frozenset[int] = frozenset()
@@ -230,7 +232,7 @@ class ProcessSpec(BaseModel):
     @classmethod
     def _count(cls, value: Any, info: ValidationInfo) -> Any:
         key = info.field_name or ""
-        words = ("per-node", "per-socket") if key == "workers" else ("all",)
+        words = ("per-node", "per-socket", "per-gpu") if key == "workers" else ("all",)
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise _fail(key, f"must be {' or '.join(map(repr, words))} or a count")
         if isinstance(value, int) and value < 1:
@@ -261,6 +263,34 @@ class ProcessSpec(BaseModel):
         if isinstance(value, str):
             _check_node_spec("nodes", value)
         return value
+
+    @field_validator("near", mode="before")
+    @classmethod
+    def _near(cls, value: Any) -> Any:
+        from numarun.nodespec import DEVICE_PREFIXES
+
+        if isinstance(value, str):
+            if not value.lower().startswith(DEVICE_PREFIXES):
+                raise _fail("near", f"near = {value!r} names no device")
+            _check_node_spec("near", value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_placement(self) -> ProcessSpec:
+        """``near`` is the nodes, ``per-gpu`` the workers' devices: each excludes the other."""
+        if self.near is not None and self.nodes.strip().lower() != "all":
+            raise _fail("near", "near and nodes both say where the workers go", "give one")
+        if self.near is not None and self.workers == "per-gpu":
+            raise _fail(
+                "near", 'workers = "per-gpu" places each worker near its own GPU', "drop near"
+            )
+        if self.workers != "per-gpu" and _uses_gpu(self):
+            raise _fail(
+                "workers",
+                '{gpu} is used but workers is not "per-gpu"',
+                'write workers = "per-gpu", or drop {gpu}',
+            )
+        return self
 
     @field_validator("memory_nodes", mode="before")
     @classmethod
@@ -317,6 +347,12 @@ class ProcessSpec(BaseModel):
                 raise _fail(key, f"{key} is empty")
             _check_placeholders(key, value)
         return value
+
+
+def _uses_gpu(group: ProcessSpec) -> bool:
+    texts = [group.command] if isinstance(group.command, str) else list(group.command)
+    texts += [*group.env.values(), group.cwd or "", group.logs, group.stdin]
+    return any("{gpu}" in text for text in texts)
 
 
 class JobSpec(BaseModel):

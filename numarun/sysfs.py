@@ -553,3 +553,184 @@ def dmi(root: Root, name: str) -> str | None:
         if text is not None:
             return text.strip() or None
     return None
+
+
+# --- PCI devices and the names the OS gives them --------------------------------------
+
+PCI_DIR = "sys/bus/pci/devices"
+NET_DIR = "sys/class/net"
+BLOCK_DIR = "sys/block"
+NVIDIA_DIR = "proc/driver/nvidia/gpus"
+
+
+def is_pci_address(name: str) -> bool:
+    """``0000:41:00.0`` (domain:bus:device.function, hex; VMD domains have 5 digits)."""
+    parts = name.split(":")
+    if len(parts) != 3:
+        return False
+    domain, bus, slot = parts
+    device, dot, function = slot.partition(".")
+    hex_digits = "0123456789abcdefABCDEF"
+    words = (domain, bus, device, function)
+    return (
+        bool(dot)
+        and 4 <= len(domain) <= 8
+        and len(bus) == 2
+        and len(device) == 2
+        and len(function) == 1
+        and all(w and all(ch in hex_digits for ch in w) for w in words)
+    )
+
+
+def pci_addresses(root: Root) -> list[str]:
+    """The PCI functions under ``/sys/bus/pci/devices``, in address order (lspci's)."""
+    return sorted(n for n in root.listdir(PCI_DIR) if is_pci_address(n))
+
+
+def pci_numa_node(root: Root, address: str) -> int | None:
+    """``numa_node``: the node the firmware attaches the device to; -1 when it does not say."""
+    return root.read_int(f"{PCI_DIR}/{address}/numa_node")
+
+
+def pci_class(root: Root, address: str) -> str | None:
+    """``class``: ``0x030000`` (base class, subclass, programming interface)."""
+    return _word(root, f"{PCI_DIR}/{address}/class")
+
+
+def pci_vendor(root: Root, address: str) -> str | None:
+    """``vendor``: ``0x10de``."""
+    return _word(root, f"{PCI_DIR}/{address}/vendor")
+
+
+def pci_device(root: Root, address: str) -> str | None:
+    """``device``: ``0x1db4``."""
+    return _word(root, f"{PCI_DIR}/{address}/device")
+
+
+def pci_local_cpus(
+    root: Root, address: str, cpus: Sequence[int] | None = None
+) -> frozenset[int] | None:
+    """``local_cpulist`` (or the older ``local_cpus`` mask): the CPUs near the device.
+
+    Old kernels and some platforms (POWER) give no ``numa_node`` but do give these; hwloc
+    places the device by them.
+    """
+    base = f"{PCI_DIR}/{address}"
+    return root.read_set(f"{base}/local_cpulist", f"{base}/local_cpus", cpus)
+
+
+def _word(root: Root, rel: str) -> str | None:
+    text = root.read(rel)
+    word = (text or "").strip("\x00 \n\t").lower()
+    return word or None
+
+
+def pci_function_of(root: Root, rel: str) -> str | None:
+    """The PCI function a ``device`` link leads to, walking up from what hangs below it.
+
+    A virtio NIC's link is ``.../0000:00:03.0/virtio0``, a disk's
+    ``.../0000:01:00.0/host0/target0:2:0/0:2:0:0``, an NVMe namespace's controller
+    ``.../0000:41:00.0/nvme/nvme0``: the nearest PCI address on the way up is the function.
+    None when the link is absent or leads to no PCI device (virtual interfaces, USB disks
+    behind a hub are still found at their host controller).
+    """
+    path = root.join(rel)
+    if not os.path.lexists(path):
+        return None
+    parts = os.path.realpath(path).split(os.sep)
+    return next((p for p in reversed(parts) if is_pci_address(p)), None)
+
+
+def net_interfaces(root: Root) -> dict[str, str]:
+    """Network interfaces with a PCI device: ``{"eth0": "0000:00:03.0"}``."""
+    out = {}
+    for name in sorted(root.listdir(NET_DIR)):
+        address = pci_function_of(root, f"{NET_DIR}/{name}/device")
+        if address is not None:
+            out[name] = address
+    return out
+
+
+def block_devices(root: Root) -> dict[str, str]:
+    """Whole block devices with a PCI device: ``{"sda": "0000:01:00.0", "vda": ...}``."""
+    out = {}
+    for name in sorted(root.listdir(BLOCK_DIR)):
+        address = pci_function_of(root, f"{BLOCK_DIR}/{name}/device")
+        if address is not None:
+            out[name] = address
+    return out
+
+
+def nvidia_minors(root: Root) -> dict[str, int]:
+    """``/proc/driver/nvidia/gpus/BDF/information``'s ``Device Minor``: NVIDIA's GPU order.
+
+    Empty where the driver is not loaded. The minor is N of ``/dev/nvidiaN`` and the index
+    ``nvidia-smi`` shows.
+    """
+    out = {}
+    for address in root.listdir(NVIDIA_DIR):
+        text = root.read(f"{NVIDIA_DIR}/{address}/information", quiet=True) or ""
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            word = value.strip()
+            if key.strip() == "Device Minor" and word.isascii() and word.isdigit():
+                out[address.lower()] = int(word)
+    return out
+
+
+def block_device_of(root: Root, major: int, minor: int) -> str | None:
+    """The whole disk holding block device ``major:minor`` (``/sys/dev/block/M:N``).
+
+    A partition's folder sits inside its disk's (``.../block/sda/sda1``), so the disk is
+    the folder above one that has a ``partition`` file.
+    """
+    rel = f"sys/dev/block/{major}:{minor}"
+    if not os.path.lexists(root.join(rel)):
+        return None
+    path = os.path.realpath(root.join(rel))
+    if os.path.exists(os.path.join(path, "partition")):
+        path = os.path.dirname(path)
+    return os.path.basename(path)
+
+
+def interface_of_address(root: Root, address: str) -> str | None:
+    """The network interface that holds local address ``address`` (IPv4 or IPv6), or None.
+
+    IPv6 addresses are in ``/proc/net/if_inet6``; IPv4 ones only in the kernel's interface
+    table, asked per interface with ``SIOCGIFADDR`` as numactl does (live machine only:
+    a snapshot root has no sockets to ask).
+    """
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        packed = socket.inet_pton(family, address)
+    except OSError:
+        return None
+    if family == socket.AF_INET6:
+        for line in (root.read("proc/net/if_inet6", quiet=True) or "").splitlines():
+            words = line.split()
+            if len(words) >= 6 and words[0].lower() == packed.hex():
+                return words[5]
+        return None
+    if root.path != "/":
+        return None
+    return _ipv4_interface(packed)
+
+
+def _ipv4_interface(packed: bytes) -> str | None:
+    import fcntl
+    import socket
+    import struct
+
+    siocgifaddr = 0x8915  # <linux/sockios.h>
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(sock.fileno(), siocgifaddr, request)
+            except OSError:  # no IPv4 address on this interface
+                continue
+            if answer[20:24] == packed:  # struct ifreq: name[16], sockaddr_in (family, port)
+                return name
+    return None

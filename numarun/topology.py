@@ -158,6 +158,32 @@ class WeightedInterleave(Value):
     weights: dict[int, int] = {}  # noqa: RUF012 - node id -> weight (1-255)
 
 
+class Device(Value):
+    """A PCI function that placement can be near: a GPU, a NIC, a disk controller.
+
+    ``node`` is the node the kernel attaches it to (``numa_node``, or the one node its
+    ``local_cpulist`` falls in); None when the firmware does not say. ``gpu`` is the GPU's
+    index: NVIDIA's order (``/dev/nvidiaN``) where the driver is loaded, PCI order otherwise.
+    """
+
+    pci: str  # "0000:41:00.0"
+    class_: str | None = None  # JSON "class": "0x030000", as sysfs gives it
+    kind: str = "other"  # "gpu", "net", "block" or "other"
+    vendor: str | None = None  # "0x10de"
+    device: str | None = None  # "0x1db4"
+    names: tuple[str, ...] = ()  # what the OS calls it: "eth0", "nvme0n1"
+    node: int | None = None
+    gpu: int | None = None
+
+    _json: ClassVar[Layout] = layout(omit_default="gpu")
+
+    def label(self) -> str:
+        """``gpu 0 (0000:41:00.0)``, ``eth0 (0000:00:03.0)``: the device as people name it."""
+        if self.gpu is not None:
+            return f"gpu {self.gpu} ({self.pci})"
+        return f"{', '.join(self.names)} ({self.pci})" if self.names else f"pci {self.pci}"
+
+
 class Topology(Value):
     """The whole machine, with what this process is allowed to use marked."""
 
@@ -171,6 +197,7 @@ class Topology(Value):
     # None where the kernel has no weighted interleave (before 6.9)
     weighted_interleave: WeightedInterleave | None = None
     demotion_enabled: bool | None = None  # reclaim moves pages to a lower tier; None: unknown
+    devices: tuple[Device, ...] = ()  # PCI functions but bridges, by address
 
     _json: ClassVar[Layout] = layout(
         "format version",
@@ -178,6 +205,10 @@ class Topology(Value):
         version=lambda _topo, _root: SNAPSHOT_VERSION,
         omit_default="notes",
     )
+
+    def gpus(self) -> list[Device]:
+        """The GPUs and accelerators, by index."""
+        return sorted((d for d in self.devices if d.gpu is not None), key=lambda d: d.gpu or 0)
 
     def online_cpus(self) -> frozenset[int]:
         return frozenset(c.id for c in self.cpus.values() if c.online)
@@ -241,8 +272,14 @@ class Topology(Value):
 # --- building the model -----------------------------------------------------------------
 
 
-def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self") -> Topology:
-    """Read the machine under ``root``, with the allowed sets of process ``pid``."""
+def read_topology(
+    root: str | os.PathLike[str] = "/", *, pid: int | str = "self", devices: bool = True
+) -> Topology:
+    """Read the machine under ``root``, with the allowed sets of process ``pid``.
+
+    ``devices=False`` leaves the PCI devices out: a few files per device, which the prefix
+    launcher does not pay for unless a node is named by a device.
+    """
     fs = sysfs.Root(root)
     cpu_ids = sysfs.cpu_ids(fs)
     if not cpu_ids:
@@ -260,6 +297,7 @@ def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self"
                 node_of[cpu] = links[0]
     cpus, cores = _read_cpus(fs, cpu_ids, online, node_of)
     allowed = _read_allowed(fs, pid, frozenset(cpus), frozenset(nodes))
+    found = read_devices(fs, nodes, cpu_ids) if devices else ()
     identity = Identity(
         sys_vendor=_dmi(fs, "sys_vendor"),
         product_name=_dmi(fs, "product_name"),
@@ -282,6 +320,7 @@ def read_topology(root: str | os.PathLike[str] = "/", *, pid: int | str = "self"
         weighted_interleave=weighted,
         demotion_enabled=sysfs.demotion_enabled(fs),
         notes=fs.notes(),
+        devices=found,
     )
 
 
@@ -409,6 +448,74 @@ def _read_cpus(
         for cpu, r in raw.items()
     }
     return cpus, cores
+
+
+# PCI base classes (the class file's top byte): display controllers and processing
+# accelerators are GPUs, as the issue and Slurm's gres count them; bridges are wiring.
+_GPU_CLASSES = ("0x03", "0x12")
+_NET_CLASS, _STORAGE_CLASS, _BRIDGE_CLASS = "0x02", "0x01", "0x06"
+# The VGA of a server's management controller (ASPEED AST, Matrox G200 on Dell and HPE
+# boards) is class 0x03 too, but no one computes on it: it is no GPU, and counting it would
+# make gpu:0 the BMC on nearly every GPU server.
+_BMC_DISPLAY_VENDORS = frozenset({"0x1a03", "0x102b"})
+
+
+def read_devices(
+    fs: sysfs.Root, nodes: Mapping[int, Node], cpu_ids: list[int]
+) -> tuple[Device, ...]:
+    """The PCI functions but bridges, with their node, kind and OS names."""
+    names: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+    for kind, found in (("net", sysfs.net_interfaces(fs)), ("block", sysfs.block_devices(fs))):
+        for name, address in found.items():
+            names.setdefault(address, []).append(name)
+            kinds.setdefault(address, kind)
+    minors = sysfs.nvidia_minors(fs)
+    devices = []
+    for address in sysfs.pci_addresses(fs):
+        pci_class = sysfs.pci_class(fs, address)
+        base = (pci_class or "")[:4]
+        if base == _BRIDGE_CLASS:
+            continue
+        vendor = sysfs.pci_vendor(fs, address)
+        kind = kinds.get(address) or _kind_of(base, vendor)
+        devices.append(
+            Device(
+                pci=address,
+                class_=pci_class,
+                kind=kind,
+                vendor=vendor,
+                device=sysfs.pci_device(fs, address),
+                names=tuple(names.get(address, ())),
+                node=_device_node(fs, address, nodes, cpu_ids),
+            )
+        )
+    gpus = [d for d in devices if d.kind == "gpu"]
+    order = sorted(gpus, key=lambda d: (d.pci not in minors, minors.get(d.pci, 0), d.pci))
+    index = {d.pci: i for i, d in enumerate(order)}
+    return tuple(d.replace(gpu=index[d.pci]) if d.pci in index else d for d in devices)
+
+
+def _kind_of(base: str, vendor: str | None) -> str:
+    if base in _GPU_CLASSES and vendor not in _BMC_DISPLAY_VENDORS:
+        return "gpu"
+    return {_NET_CLASS: "net", _STORAGE_CLASS: "block"}.get(base, "other")
+
+
+def _device_node(
+    fs: sysfs.Root, address: str, nodes: Mapping[int, Node], cpu_ids: list[int]
+) -> int | None:
+    """``numa_node`` when it names a node; else the one node the device's local CPUs are in."""
+    node = sysfs.pci_numa_node(fs, address)
+    if node is not None and node in nodes:
+        return node
+    local = sysfs.pci_local_cpus(fs, address, cpu_ids)
+    if not local:
+        return None
+    # Like hwloc: local CPUs within one node place the device there; all of them (what
+    # kernels say when they do not know) or several nodes' place it nowhere in particular.
+    touched = [n.id for n in nodes.values() if n.cpus & local]
+    return touched[0] if len(touched) == 1 else None
 
 
 def _real_id(value: int | None) -> int | None:

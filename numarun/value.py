@@ -14,7 +14,9 @@ naming the first bad one (``nodes[2].cpus: expected a list of integers``). The t
 field may have are ``int``, ``float``, ``str``, ``bool``, ``X | None``, ``frozenset[X]``,
 ``list[X]``, ``tuple[X, ...]``, ``dict[K, V]`` and another record class; a
 ``dict[int, Record]`` is written as a list of records keyed by the record's first field
-(``nodes: dict[int, Node]`` is a list of node objects). A class may add a :class:`Layout`
+(``nodes: dict[int, Node]`` is a list of node objects). A field named after a Python
+keyword takes a trailing underscore, which its JSON key drops (``class_`` is ``"class"``,
+as PEP 8 spells such names). A class may add a :class:`Layout`
 (``_json``) for the key order, keys computed from the record (``has_cpus``), and fields
 written only when they differ from their default. Annotations are parsed on the first
 encode or decode of a class, never on import.
@@ -256,7 +258,7 @@ def _encode_record(record: Value, root: Value) -> dict[str, Any]:
         value = getattr(record, key)
         if key in shape.omit_default and value == cls._defaults.get(key):
             continue
-        out[key] = _encode(value, values[key], root)
+        out[json_key(key)] = _encode(value, values[key], root)
     return out
 
 
@@ -295,6 +297,11 @@ def _guess(value: object) -> Spec:
 _PLAIN = Layout()
 
 
+def json_key(field: str) -> str:
+    """The JSON key of a field: ``class_`` (a Python keyword, PEP 8's way) is ``class``."""
+    return field[:-1] if field.endswith("_") and not field.endswith("__") else field
+
+
 # --- reading ----------------------------------------------------------------------------
 
 
@@ -312,10 +319,11 @@ def _decode_record(cls: type[Value], data: object, path: str) -> Value:
         raise DecodeError(path, "expected an object")
     fields: dict[str, Any] = {}
     for name, spec in schema(cls):
-        if name in data:
-            fields[name] = _decode(data[name], spec, f"{path}.{name}" if path else name)
+        key = json_key(name)
+        if key in data:
+            fields[name] = _decode(data[key], spec, f"{path}.{key}" if path else key)
         elif name not in cls._defaults and name not in cls._copies:
-            raise DecodeError(f"{path}.{name}" if path else name, "missing")
+            raise DecodeError(f"{path}.{key}" if path else key, "missing")
     return cls(**fields)
 
 

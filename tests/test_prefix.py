@@ -320,7 +320,8 @@ REFUSALS: list[tuple[str, list[str], int, str]] = [
     ("c5n", ["--frobnicate"], 2, "unknown option --frobnicate — see numarun --help"),
     ("c5n", ["--shm", "x"], 2, None),
     ("c5n", ["--static-nodes"], 2, None),
-    ("c5n", ["-m", "netdev:eth0"], 2, None),
+    ("c5n", ["-m", "netdev:eth0"], 4, "-m netdev:eth0: no such network interface with a PCI "
+     "device here — numarun topology lists the devices"),
     ("c5n", ["--nodes", "1-"], 2, None),
     ("c5n", ["--policy", "nosuchpreset"], 2, None),
 ]  # fmt: skip

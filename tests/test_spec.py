@@ -59,7 +59,10 @@ def test_error_names_the_right_group_and_line() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("workers = true", "process[0].workers: must be 'per-node' or 'per-socket' or a count"),
+        (
+            "workers = true",
+            "process[0].workers: must be 'per-node' or 'per-socket' or 'per-gpu' or a count",
+        ),
         ('workers = "pernode"', "invalid value 'pernode' — did you mean 'per-node'?"),
         ("workers = 0", "workers = 0 must be at least 1"),
         ('smt = "never"', "process[0].smt: invalid value 'never'"),

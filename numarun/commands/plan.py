@@ -85,19 +85,23 @@ def _table(process: ProcessPlan) -> list[str]:
         f"process {process.name}: {count} worker{'s' if count != 1 else ''}, "
         f"policy {policy}, smt {process.smt}"
     )
-    rows = [("worker", "node", "cpus", "memory", "command")]
+    # A device column only where workers are placed near one (per-gpu, near = ...).
+    near = any(w.device is not None for w in process.workers)
+    rows = [("worker", "node", *(("device",) if near else ()), "cpus", "memory", "command")]
     for w in process.workers:
         memory = w.memory.mode + (f" {format_list(w.memory.nodes)}" if w.memory.nodes else "")
         cpus = (
             f"{format_list(w.cpus)} ({len(w.cpus)} on {w.cores} core{'s' if w.cores != 1 else ''})"
         )
         node = str(w.node) if len(w.nodes) <= 1 else f"{w.node} ({format_list(w.nodes)})"
-        rows.append((str(w.index), node, cpus, memory, shlex.join(w.argv)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        device = (w.device or "-",) if near else ()
+        rows.append((str(w.index), node, *device, cpus, memory, shlex.join(w.argv)))
+    last = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(last)]
     lines = [head]
     for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(4)]
-        lines.append("  " + "  ".join([*cells, row[4]]).rstrip())
+        cells = [row[i].ljust(widths[i]) for i in range(last)]
+        lines.append("  " + "  ".join([*cells, row[last]]).rstrip())
     return lines
 
 

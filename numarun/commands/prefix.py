@@ -297,7 +297,10 @@ def _topology(opts: _Options) -> Topology:
         return load_topology(opts.topology)
     from numarun.topology import read_topology
 
-    return read_topology(opts.root or "/")
+    # The PCI devices cost a few files each: read only when a node is named by one.
+    named = (opts.request.nodes, opts.request.cpu_nodes)
+    devices = any(spec is not None and spec.device is not None for spec in named)
+    return read_topology(opts.root or "/", devices=devices)
 
 
 def run_prefix(argv: list[str]) -> int:  # noqa: PLR0912

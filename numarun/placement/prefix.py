@@ -263,6 +263,7 @@ def plan_prefix(
         )
     warnings: list[str] = []
     notes = (reasons, warnings)
+    request = _device_nodes(request, topology, bounds, notes)
     mode, flags = checked_mode(request, reasons)
     cpus = requested_cpus(request, topology, bounds, reasons)
     nodes = named_nodes(request, topology, bounds, reasons)
@@ -336,6 +337,35 @@ def _relative_positions(
         f"({format_list(bounds.mems)}), mapped by the kernel (relative-nodes)"
     )
     return items
+
+
+def _device_nodes(
+    request: Request, topology: Topology, bounds: Bounds, notes: tuple[list[str], list[str]]
+) -> Request:
+    """The request with node specs naming a device (``-N netdev:eth0``) made node numbers.
+
+    A copy: the same request is planned once per rank with ``--per-rank``.
+    """
+    specs = {"nodes": request.nodes_option, "cpu_nodes": request.cpu_nodes_option}
+    if not any(getattr(request, key) is not None and getattr(request, key).device for key in specs):
+        return request
+    copy = Request()
+    for key in Request.__slots__:
+        setattr(copy, key, getattr(request, key))
+    copy.flags = set(request.flags)
+    reasons, warnings = notes
+    for key, option in specs.items():
+        spec = getattr(request, key)
+        if spec is not None:
+            setattr(
+                copy,
+                key,
+                resolve.device_spec(
+                    spec, option, topology, bounds.cpus, reasons=reasons,
+                    warn=lambda text: warnings.append(f"warning: {text}"),
+                ),
+            )  # fmt: skip
+    return copy
 
 
 def named_nodes(

@@ -15,9 +15,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from numarun import sysfs
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
-    from numarun.topology import Topology
+    from numarun.topology import Device, Topology
 
 #: The words a memory-node setting may be instead of a node spec.
 MEMORY_WORDS = ("local", "all", "local+cpuless")
@@ -218,3 +219,131 @@ def paired_cpuless(
 
 def nodes_of(topology: Topology, cpu_ids: Iterable[int]) -> list[int]:
     return sorted({n for c in cpu_ids if (n := topology.node_of(c)) is not None})
+
+
+# --- nodes named by a device (netdev:eth0, pci:BDF, block:NAME, file:PATH, ip:ADDR, gpu:N) ---
+
+
+def device_spec(
+    spec: Spec,
+    where: str,
+    topology: Topology,
+    limit: frozenset[int],
+    *,
+    reasons: list[str],
+    warn: Callable[[str], None],
+) -> Spec:
+    """``spec`` with a device name replaced by the device's node; plain specs unchanged.
+
+    The reason (which device gave which node) goes to ``reasons``; a device whose node is
+    unknown or has no CPUs is placed on the nearest node with CPUs in ``limit``, with one
+    warning.
+    """
+    if spec.device is None:
+        return spec
+    from numarun.nodespec import Spec as NodeSpec
+
+    device = find_device(topology, spec.device, where)
+    node, warning = device_node(topology, device, f"{where} {spec.text}", limit)
+    if warning is not None:
+        warn(warning)
+    reasons.append(f"node {node}: {where} {spec.text} is {device.label()}, {_on(device)}")
+    return NodeSpec(
+        spec.text, everything=False, invert=False, relative=False, items=frozenset({node})
+    )
+
+
+def _on(device: Device) -> str:
+    return f"on node {device.node}" if device.node is not None else "whose node is unknown"
+
+
+def device_node(
+    topology: Topology, device: Device, where: str, limit: frozenset[int]
+) -> tuple[int, str | None]:
+    """The node to run near ``device``, and a warning when it is not the device's own.
+
+    A device on a node with CPUs gives that node, even when the cpuset forbids its CPUs:
+    the usual refusal then says so. Unknown (firmware gave -1) or CPU-less nodes give the
+    nearest node with CPUs this process may use.
+    """
+    if device.node is not None and topology.has_cpus(device.node):
+        return device.node, None
+    usable = nodes_with_cpus(topology, limit)
+    if not usable:
+        raise refusals.no_cpus(where, limit)
+    if device.node is None:
+        node = usable[0]
+        why = f"the kernel does not know the NUMA node of {device.label()} (numa_node is -1)"
+        return node, f"{where}: {why}; using node {node}, the first with usable CPUs"
+    node = topology.nearest(device.node, usable)[0]
+    return node, (
+        f"{where}: {device.label()} is on node {device.node}, which has no CPUs; "
+        f"using the nearest node with CPUs, {node}"
+    )
+
+
+def find_device(topology: Topology, text: str, where: str) -> Device:
+    """The device ``netdev:eth0``, ``pci:3b:00.0``, ``block:vda``, ``file:/x``, ``ip:A``,
+    ``gpu:N`` names; refused (exit 4) with the valid names when there is none."""
+    kind, _, name = text.partition(":")
+    devices = topology.devices
+    via = None  # file: and ip: name a disk or an interface, which then names the device
+    if kind == "file":
+        name, kind = _disk_of_file(topology, name, where), "block"
+        via = f"{text[5:]} is on {name}"
+    elif kind == "ip":
+        name, kind = _interface_of_address(topology, name, where), "netdev"
+        via = f"{text[3:]} is on {name}"
+    found: Device | None
+    if kind == "gpu":
+        found = next((d for d in devices if d.gpu == int(name)), None)
+        valid = [f"gpu:{d.gpu}" for d in topology.gpus()]
+    elif kind == "pci":
+        address = name.lower() if name.count(":") == 2 else f"0000:{name.lower()}"
+        found = next((d for d in devices if d.pci == address), None)
+        valid = [f"pci:{d.pci}" for d in devices]
+    else:
+        own = "net" if kind == "netdev" else "block"
+        found = next((d for d in devices if d.kind == own and name in d.names), None)
+        valid = [f"{kind}:{n}" for d in devices if d.kind == own for n in d.names]
+    if found is None:
+        why = f"{via}, which has no PCI device" if via else None
+        raise refusals.unknown_device(where, text, valid, why=why)
+    return found
+
+
+def _disk_of_file(topology: Topology, path: str, where: str) -> str:
+    import os
+
+    from numarun import sysfs
+
+    try:
+        dev = os.stat(path).st_dev
+    except OSError as err:
+        raise refusals.unknown_device(where, f"file:{path}", [], why=err.strerror) from None
+    disk = sysfs.block_device_of(_live_root(topology), os.major(dev), os.minor(dev))
+    if disk is None:
+        raise refusals.unknown_device(
+            where, f"file:{path}", [], why=f"its filesystem is on no block device ({dev:#x})"
+        )
+    return disk
+
+
+def _interface_of_address(topology: Topology, address: str, where: str) -> str:
+    from numarun import sysfs
+
+    name = sysfs.interface_of_address(_live_root(topology), address)
+    if name is None:
+        raise refusals.unknown_device(
+            where, f"ip:{address}", [], why="no interface here holds that local address"
+        )
+    return name
+
+
+def _live_root(topology: Topology) -> sysfs.Root:
+    """The sysfs root the topology was read from (``/`` for a saved snapshot)."""
+    import os
+
+    from numarun import sysfs
+
+    return sysfs.Root(topology.source if os.path.isdir(topology.source) else "/")
