@@ -263,7 +263,7 @@ def plan_prefix(
         )
     warnings: list[str] = []
     notes = (reasons, warnings)
-    request = _device_nodes(request, topology, bounds, notes)
+    request = device_nodes(request, topology, bounds, notes)
     mode, flags = checked_mode(request, reasons)
     cpus = requested_cpus(request, topology, bounds, reasons)
     nodes = named_nodes(request, topology, bounds, reasons)
@@ -339,7 +339,7 @@ def _relative_positions(
     return items
 
 
-def _device_nodes(
+def device_nodes(
     request: Request, topology: Topology, bounds: Bounds, notes: tuple[list[str], list[str]]
 ) -> Request:
     """The request with node specs naming a device (``-N netdev:eth0``) made node numbers.

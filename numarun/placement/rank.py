@@ -36,6 +36,7 @@ from numarun.placement.prefix import (
     LaunchPlan,
     checked_mode,
     command_executable,
+    device_nodes,
     fallback_mode,
     named_nodes,
     requested_cpus,
@@ -205,6 +206,7 @@ def plan_rank(
     ]
     reasons: list[str] = [info.describe()]
     warnings: list[str] = []
+    request = device_nodes(request, topology, bounds, (reasons, warnings))
     mode, flags = checked_mode(request, reasons)
     given = bounds.inherited
     host = given if room is None else room | given
