@@ -166,10 +166,15 @@ def child_setup(procs_fd: int | None, *, pdeathsig: bool = True) -> Callable[[],
 
     def setup() -> None:
         if procs_fd is not None:
+            # Moving into a cgroup whose cpuset controller is on resets the task's affinity
+            # to the cgroup's CPUs (the kernel's cpuset_attach): put the worker's back.
+            cpus = os.sched_getaffinity(0)
             try:
                 os.write(procs_fd, b"0")
             except OSError:
                 pass  # left in numarun's cgroup: the process group still reaches it
+            else:
+                os.sched_setaffinity(0, cpus)
         if not pdeathsig:
             return
         prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
