@@ -8,16 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from test_ranks_guest import _cpus
+
 if TYPE_CHECKING:  # conftest is pytest's to import; only the type is needed here
     from conftest import GuestReport
-
-
-def _cpus(text: str) -> set[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def _probe(got: dict[str, Any]) -> dict[str, Any]:
