@@ -27,8 +27,9 @@ option's name in the message.
 
 from __future__ import annotations
 
-from numarun.cpulist import MAX_CPUS, MAX_NODES, format_list, parse_list
-from numarun.errors import NotAllowedError, UnknownResourceError, UsageError
+from numarun import refusals
+from numarun.cpulist import MAX_CPUS, MAX_NODES, parse_list
+from numarun.errors import UsageError
 
 #: Node names by device: numactl's (netdev:eth0, pci:0000:3b:00.0, ...) and gpu:N.
 DEVICE_PREFIXES = ("netdev:", "pci:", "block:", "file:", "ip:", "gpu:")
@@ -156,20 +157,11 @@ def resolve(
         ordered = sorted(usable)
         beyond = sorted(i for i in spec.items if i >= len(ordered))
         if beyond:
-            raise NotAllowedError(
-                f"{option} {spec.text}: position +{beyond[0]} is past the end of the "
-                f"{len(ordered)} {kind}(s) this process may use ({format_list(ordered) or 'none'})",
-                f"count from +0 up to +{len(ordered) - 1}" if ordered else f"allow some {kind}s",
-            )
+            raise refusals.past_allowed(option, spec.text, kind, beyond[0], ordered)
         named = frozenset(ordered[i] for i in spec.items)
     else:
         unknown = sorted(spec.items - existing)
         if unknown:
-            plural = "s" if len(unknown) > 1 else ""
-            raise UnknownResourceError(
-                f"{option}: {kind}{plural} {format_list(unknown)} "
-                f"{'do' if plural else 'does'} not exist on this machine",
-                f"valid {kind}s are {format_list(existing) or 'none'}",
-            )
+            raise refusals.unknown(option, kind, unknown, existing)
         named = spec.items
     return usable - named if spec.invert else named
