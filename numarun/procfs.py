@@ -220,30 +220,3 @@ def pids(proc_root: str = PROC) -> list[int]:
         raise ProcessError(
             f"cannot list {proc_root}: {err.strerror}", "is procfs mounted?"
         ) from None
-
-
-def find(pattern: str) -> list[int]:
-    """Processes whose name or command line contains ``pattern``, as ``numastat -p`` finds them.
-
-    All ASCII digits means that PID, whether or not it exists (the caller reports a gone
-    one). Otherwise the pattern is a plain substring of the name followed by the command
-    line; this process and its ancestors (the shell or wrapper that started numarun, whose
-    command line holds the pattern too) are never a match. psutil walks the process table:
-    it already skips processes that exit mid-walk and ones it may not read, which a
-    hand-written walk had to repeat; it is imported here only, off every start-up path.
-    """
-    if pattern.isascii() and pattern.isdigit():
-        return [int(pattern)]
-    import psutil
-
-    me = psutil.Process()
-    skip = {me.pid, *(p.pid for p in me.parents())}
-    found: list[int] = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        if proc.pid in skip:
-            continue
-        name_text = proc.info.get("name") or ""
-        haystack = name_text + " " + " ".join(proc.info.get("cmdline") or ())
-        if pattern in haystack:
-            found.append(proc.pid)
-    return sorted(found)

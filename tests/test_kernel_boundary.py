@@ -126,8 +126,8 @@ def test_find_by_name_never_matches_numarun_or_its_ancestors() -> None:
         "sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', "
         f"{marker!r}])\n"
         "try:\n"
-        "    from numarun import procfs\n"
-        f"    print(procfs.find({marker!r}), sleeper.pid)\n"
+        "    from numarun import processes\n"
+        f"    print(processes.matching({marker!r}), sleeper.pid)\n"
         "finally:\n"
         "    sleeper.kill()\n"
     )
@@ -143,10 +143,14 @@ def test_find_by_name_never_matches_numarun_or_its_ancestors() -> None:
 
 
 def test_find_by_pid_and_nothing() -> None:
-    assert procfs.find("12345") == [12345]
-    assert procfs.find(f"no-such-process-{time.monotonic_ns()}") == []
+    from numarun import processes
+
+    assert processes.find("12345") == [12345]
+    assert processes.matching(f"no-such-process-{time.monotonic_ns()}") == []
 
 
 @pytest.mark.parametrize("pattern", ["٣"])  # not ASCII digits: a name, never PID 3
 def test_find_digits_are_ascii(pattern: str) -> None:
-    assert procfs.find(pattern) != [3]
+    from numarun import processes
+
+    assert processes.matching(pattern) != [3]

@@ -12,19 +12,12 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from test_ranks_guest import _cpus
 
 if TYPE_CHECKING:  # conftest is pytest's to import; only the type is needed here
     from conftest import GuestReport
 
 Rank = dict[str, Any]
-
-
-def _cpus(text: str) -> set[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def _mask(text: str) -> set[int]:
