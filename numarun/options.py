@@ -91,7 +91,8 @@ OPTIONS: tuple[Opt, ...] = (
         "preferred-many, weighted-interleave, or a preset name (numarun policies).",
         (PREFIX,), group=POLICY),
     Opt("nodes", ("--nodes",), _SPEC, "The policy's memory nodes (bind when --policy is not "
-        "given).", (PREFIX,), group=POLICY),
+        "given): a node spec, local, or local+cpuless (the CPU node and its own CPU-less "
+        "CXL/HBM nodes).", (PREFIX,), group=POLICY),
     Opt("fallback", ("--fallback",), "MODE", "Use MODE, with the same nodes, when the kernel "
         "lacks the requested mode or flag.", (PREFIX,), group=POLICY),
     Opt("static_nodes", ("--static-nodes",), None, "Mode flag MPOL_F_STATIC_NODES: the nodes "

@@ -47,10 +47,12 @@ class Request:
 
     A builder the option parser fills in: ``mode`` is a canonical mode name or None (no
     memory policy asked for); ``preset`` the preset it came from, whose ``memory_nodes`` word
-    (``all``, ``local``, ``local+cpuless``) is kept in ``preset_nodes`` when it is not a node
+    (``all``, ``local``, ``local+cpuless``) is kept in ``node_word`` when it is not a node
     spec; ``nodes``, ``cpu_nodes`` and ``cpus`` are parsed specs or None; the ``*_option``
     fields name the option each came from, for messages and for the spelling rules (``-m``
-    keeps numactl's meaning, ``--nodes`` numarun's). ``whole_machine`` is numactl's ``-a``.
+    keeps numactl's meaning, ``--nodes`` numarun's). ``--nodes local`` and ``--nodes
+    local+cpuless`` are words too, the spec's ``memory_nodes`` words: they go to
+    ``node_word``, with ``nodes_option`` naming ``--nodes``. ``whole_machine`` is numactl's ``-a``.
     """
 
     __slots__ = (
@@ -63,11 +65,11 @@ class Request:
         "flags",
         "mode",
         "mode_option",
+        "node_word",
         "nodes",
         "nodes_option",
         "per_rank",
         "preset",
-        "preset_nodes",
         "rank",
         "ranks",
         "smt",
@@ -85,7 +87,7 @@ class Request:
         self.cpus_option = "--cpus"
         self.smt: str | None = None  # None: allow (the default), not chosen explicitly
         self.preset: str | None = None
-        self.preset_nodes: str | None = None  # a preset's "all", "local" or "local+cpuless"
+        self.node_word: str | None = None  # "all", "local" or "local+cpuless" (preset, --nodes)
         self.fallback: str | None = None
         self.flags: set[str] = set()
         self.command: list[str] = []
@@ -118,7 +120,8 @@ class LaunchPlan(Value):
 def checked_mode(request: Request, reasons: list[str]) -> tuple[str | None, frozenset[str]]:
     """The memory policy mode asked for (None: leave it alone) and its flags, checked."""
     mode = request.mode
-    if mode is None and request.nodes is not None:
+    named = request.nodes.text if request.nodes is not None else _typed_word(request)
+    if mode is None and named is not None:
         mode = "bind"
         reasons.append(f"memory policy bind: {request.nodes_option} was given without --policy")
     if mode is None and request.flags:
@@ -126,9 +129,9 @@ def checked_mode(request: Request, reasons: list[str]) -> tuple[str | None, froz
             f"mode flag {sorted(request.flags)[0]} needs a memory policy",
             "add --policy bind (or interleave, preferred, ...) and --nodes",
         )
-    if mode in NODELESS_MODES and request.nodes is not None:
+    if mode in NODELESS_MODES and named is not None:
         raise refusals.nodeless_with_nodes(
-            request.mode_option, mode, f"{request.nodes_option} {request.nodes.text}"
+            request.mode_option, mode, f"{request.nodes_option} {named}"
         )
     if request.fallback is not None and mode is None:
         raise UsageError("--fallback needs a memory policy", "add --policy MODE")
@@ -176,8 +179,8 @@ def _implicit_nodes(
 ) -> tuple[frozenset[int], int | None]:
     """Memory nodes for a policy given without nodes, and the node numarun chose (or None)."""
     reasons, warnings = notes
-    word = request.preset_nodes
-    where = f"--policy {request.preset}" if request.preset else request.mode_option
+    word = request.node_word
+    where = _word_source(request)
     if word == "all" or (word is None and cpus is None and mode.endswith("interleave")):
         nodes = resolve.policy_nodes(
             topology, bounds, mode=mode, word="all", home=0, worker_nodes=(), where=where,
@@ -204,9 +207,21 @@ def _implicit_nodes(
         topology, bounds, mode=mode, word=word or "local", home=home, worker_nodes=local,
         where=where, warn=warnings.append,
     )  # fmt: skip
-    origin = f"preset {request.preset} asks for {word}" if word else "the nodes of the CPUs"
+    origin = f"{where} asks for {word}" if word else "the nodes of the CPUs"
     reasons.append(f"memory nodes {format_list(nodes)}: {origin}")
     return frozenset(nodes), chosen
+
+
+def _typed_word(request: Request) -> str | None:
+    """``--nodes local+cpuless`` (or ``local``) as typed; None for a preset's word."""
+    return request.node_word if request.nodes_option == "--nodes" else None
+
+
+def _word_source(request: Request) -> str:
+    """Where the memory word came from: ``--nodes``, a preset, or the policy option."""
+    if _typed_word(request) is not None:
+        return "--nodes"
+    return f"--policy {request.preset}" if request.preset else request.mode_option
 
 
 def _cpus_follow_memory(

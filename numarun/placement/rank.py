@@ -156,7 +156,7 @@ def _slot(
     heading, reasons, warnings = notes
     smt = request.smt or "allow"
     mode = request.mode if request.mode is not None else "default"
-    word = request.preset_nodes if request.nodes is None else None
+    word = request.node_word if request.nodes is None else None
     slot = plan_slots(
         topology, share.count, smt=smt, policy=mode, memory_nodes=word, warnings=warnings,
         usable=pool, bounds=bounds,
