@@ -99,6 +99,40 @@ class ProcessPlan(Value):
         }
 
 
+class PlanWeights(Value):
+    """The weighted-interleave weights a job runs under: those in force, and the job's own.
+
+    ``job`` is what the job's ``weights`` would write (None: it sets none, or cannot here);
+    the weights its workers interleave by are ``in_force`` with ``job`` written over them.
+    """
+
+    asked: str | None = None  # the job's weights = "..." as written
+    auto: bool | None = None  # the kernel derives them itself (Linux 6.16+)
+    in_force: dict[int, int] = {}  # noqa: RUF012 - node -> weight; empty before Linux 6.9
+    job: dict[int, int] | None = None
+
+    def effective(self) -> dict[int, int]:
+        return {**self.in_force, **(self.job or {})}
+
+    def shares(self, nodes: Sequence[int]) -> dict[int, float]:
+        """Each node's expected share of a weighted interleave over ``nodes`` (w / sum w)."""
+        from numarun.weights import shares
+
+        weights = self.effective()
+        return shares({n: weights.get(n, 1) for n in sorted(nodes)})
+
+    def to_dict(self) -> dict[str, Any]:
+        def keyed(weights: dict[int, int] | None) -> dict[str, int] | None:
+            return None if weights is None else {str(n): w for n, w in sorted(weights.items())}
+
+        return {
+            "asked": self.asked,
+            "auto": self.auto,
+            "in_force": keyed(self.in_force),
+            "job": keyed(self.job),
+        }
+
+
 class Plan(Value):
     """The whole job: every process group's workers, and what deserves a second look."""
 
@@ -106,14 +140,53 @@ class Plan(Value):
     warnings: tuple[str, ...] = ()
     topology: str = ""  # where the topology came from
     spec: str | None = None  # the spec file
+    weights: PlanWeights | None = None  # None: no weighted interleave asked for anywhere
 
     def to_dict(self) -> dict[str, Any]:
+        processes = [p.to_dict() for p in self.processes]
+        for process, data in zip(self.processes, processes, strict=True):
+            for worker, out in zip(process.workers, data["workers"], strict=True):
+                out["shares"] = self.shares_of(worker)
         return {
             "spec": self.spec,
             "topology": self.topology,
-            "processes": [p.to_dict() for p in self.processes],
+            "weights": self.weights.to_dict() if self.weights is not None else None,
+            "processes": processes,
             "warnings": list(self.warnings),
         }
+
+    def shares_of(self, worker: WorkerPlan) -> dict[str, float] | None:
+        """A weighted-interleave worker's expected share per node (rounded), else None."""
+        if worker.memory.mode != "weighted-interleave" or self.weights is None:
+            return None
+        found = self.weights.shares(sorted(worker.memory.nodes))
+        return {str(n): round(share, 4) for n, share in found.items()}
+
+
+def plan_weights(
+    topology: Topology, asked: str | None, processes: Sequence[ProcessPlan]
+) -> tuple[PlanWeights | None, list[str]]:
+    """The weights a job would run under, and why it could not set its own (warnings).
+
+    None when the job sets no weights and no worker interleaves by weight.
+    """
+    from numarun.errors import NumarunError
+    from numarun.weights import wanted_on
+
+    weighted = any(w.memory.mode == "weighted-interleave" for p in processes for w in p.workers)
+    if asked is None and not weighted:
+        return None, []
+    found = topology.weighted_interleave
+    in_force = dict(found.weights) if found is not None else {}
+    auto = found.auto if found is not None else None
+    if asked is None:
+        return PlanWeights(auto=auto, in_force=in_force), []
+    try:
+        job = wanted_on(asked, topology)
+    except NumarunError as err:
+        warning = f"numarun run would refuse: weights = {asked!r}: {err.message}"
+        return PlanWeights(asked=asked, auto=auto, in_force=in_force), [warning]
+    return PlanWeights(asked=asked, auto=auto, in_force=in_force, job=job), []
 
 
 # --- templating ------------------------------------------------------------------------------
