@@ -372,7 +372,7 @@ def _worker(
         cores=slot.cores,
         memory=slot.memory,
         argv=argv,
-        env=_env(group, values, device if gpu is not None else None, topology),
+        env=_env(group, values, device, topology, gpu=gpu is not None),
         cwd=expand(group.cwd, values) if group.cwd is not None else None,
         log=None if group.logs == "inherit" else expand(group.logs, values),
         stdin=group.stdin if group.stdin in ("null", "inherit") else expand(group.stdin, values),
@@ -382,12 +382,21 @@ def _worker(
 
 
 def _env(
-    group: ProcessSpec, values: dict[str, str], gpu: Device | None, topology: Topology
+    group: ProcessSpec,
+    values: dict[str, str],
+    device: Device | None,
+    topology: Topology,
+    *,
+    gpu: bool,
 ) -> dict[str, str]:
-    """The group's environment, expanded; a per-gpu worker's visible devices unless it sets them."""
+    """The group's environment, expanded; unless it sets them, a per-gpu worker's visible
+    devices, and for a worker near a device the device (:func:`resolve.device_env`)."""
+    from numarun.placement.resolve import device_env
+
     env = {k: expand(v, values) for k, v in group.env.items()}
-    if gpu is not None:
-        for name, value in _visible_devices(topology, gpu).items():
+    if device is not None:
+        given = {**(_visible_devices(topology, device) if gpu else {}), **device_env(device)}
+        for name, value in given.items():
             env.setdefault(name, value)
     return env
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
     from numarun.placement.choose import Chooser
-    from numarun.topology import Topology
+    from numarun.topology import Device, Topology
 
 #: Options in numarun's own spelling: with them, the CPUs follow the memory nodes.
 OWN_SPELLINGS = ("--policy", "--nodes")
@@ -102,7 +102,8 @@ class LaunchPlan(Value):
 
     ``reasons`` are sentences for ``--explain``; ``warnings`` go to stderr before the
     command runs; ``executable`` is the resolved command (None without one, as for
-    ``--show``). ``heading``, ``rank`` and ``notice`` are ``--per-rank``'s.
+    ``--show``). ``heading``, ``rank`` and ``notice`` are ``--per-rank``'s. ``env`` is set
+    in the command's environment: the device it runs near (``--nodes gpu:0``), its GPU.
     """
 
     policy: MemoryPolicy | None
@@ -115,6 +116,7 @@ class LaunchPlan(Value):
     heading: tuple[str, ...] = ()
     rank: int | None = None
     notice: str | None = None
+    env: dict[str, str] = {}  # noqa: RUF012 - variables the command gets (near a device)
 
 
 def checked_mode(request: Request, reasons: list[str]) -> tuple[str | None, frozenset[str]]:
@@ -278,7 +280,7 @@ def plan_prefix(
         )
     warnings: list[str] = []
     notes = (reasons, warnings)
-    request = device_nodes(request, topology, bounds, notes)
+    request, env = device_nodes(request, topology, bounds, notes)
     mode, flags = checked_mode(request, reasons)
     cpus = requested_cpus(request, topology, bounds, reasons)
     nodes = named_nodes(request, topology, bounds, reasons)
@@ -326,6 +328,7 @@ def plan_prefix(
         warnings=tuple(warnings),
         command=tuple(request.command),
         executable=command_executable(request, need_command),
+        env=env,
     )
 
 
@@ -356,19 +359,21 @@ def _relative_positions(
 
 def device_nodes(
     request: Request, topology: Topology, bounds: Bounds, notes: tuple[list[str], list[str]]
-) -> Request:
-    """The request with node specs naming a device (``-N netdev:eth0``) made node numbers.
+) -> tuple[Request, dict[str, str]]:
+    """The request with node specs naming a device (``-N netdev:eth0``) made node numbers,
+    and the environment that tells the command the device (:func:`resolve.device_env`).
 
     A copy: the same request is planned once per rank with ``--per-rank``.
     """
     specs = {"nodes": request.nodes_option, "cpu_nodes": request.cpu_nodes_option}
     if not any(getattr(request, key) is not None and getattr(request, key).device for key in specs):
-        return request
+        return request, {}
     copy = Request()
     for key in Request.__slots__:
         setattr(copy, key, getattr(request, key))
     copy.flags = set(request.flags)
     reasons, warnings = notes
+    found: list[Device] = []
     for key, option in specs.items():
         spec = getattr(request, key)
         if spec is not None:
@@ -377,10 +382,10 @@ def device_nodes(
                 key,
                 resolve.device_spec(
                     spec, option, topology, bounds.cpus, reasons=reasons,
-                    warn=lambda text: warnings.append(f"warning: {text}"),
+                    warn=lambda text: warnings.append(f"warning: {text}"), found=found,
                 ),
             )  # fmt: skip
-    return copy
+    return copy, resolve.device_env(found[0])  # --nodes's device first: memory near it
 
 
 def named_nodes(
@@ -448,6 +453,7 @@ def describe(plan: LaunchPlan, *, explain: bool) -> str:
     else:
         lines.append("memory policy: unchanged (inherited)")
     lines.append(f"cpus: {format_list(plan.cpus)}" if plan.cpus is not None else "cpus: unchanged")
+    lines.extend(f"env: {name}={value}" for name, value in sorted(plan.env.items()))
     if plan.command:
         lines.append(f"command: {shlex.join(plan.command)}")
         if plan.executable and plan.executable != plan.command[0]:

@@ -206,7 +206,7 @@ def plan_rank(
     ]
     reasons: list[str] = [info.describe()]
     warnings: list[str] = []
-    request = device_nodes(request, topology, bounds, (reasons, warnings))
+    request, env = device_nodes(request, topology, bounds, (reasons, warnings))
     mode, flags = checked_mode(request, reasons)
     given = bounds.inherited
     host = given if room is None else room | given
@@ -256,4 +256,5 @@ def plan_rank(
         heading=tuple(heading),
         rank=info.rank,
         notice=notice,
+        env=env,
     )

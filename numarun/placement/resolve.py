@@ -223,6 +223,17 @@ def nodes_of(topology: Topology, cpu_ids: Iterable[int]) -> list[int]:
 
 # --- nodes named by a device (netdev:eth0, pci:BDF, block:NAME, file:PATH, ip:ADDR, gpu:N) ---
 
+#: What numarun tells a process it places near a device, for ``numarun placement`` to read.
+DEVICE_ENV, DEVICE_NODE_ENV = "NUMARUN_DEVICE", "NUMARUN_DEVICE_NODE"
+
+
+def device_env(device: Device) -> dict[str, str]:
+    """``NUMARUN_DEVICE=gpu 0 (0000:41:00.0)``, ``NUMARUN_DEVICE_NODE=1``; none when the
+    device's node is unknown (there is then no node to compare its memory with)."""
+    if device.node is None:
+        return {}
+    return {DEVICE_ENV: device.label(), DEVICE_NODE_ENV: str(device.node)}
+
 
 def device_spec(
     spec: Spec,
@@ -232,18 +243,21 @@ def device_spec(
     *,
     reasons: list[str],
     warn: Callable[[str], None],
+    found: list[Device] | None = None,
 ) -> Spec:
     """``spec`` with a device name replaced by the device's node; plain specs unchanged.
 
-    The reason (which device gave which node) goes to ``reasons``; a device whose node is
-    unknown or has no CPUs is placed on the nearest node with CPUs in ``limit``, with one
-    warning.
+    The reason (which device gave which node) goes to ``reasons``, the device to ``found``;
+    a device whose node is unknown or has no CPUs is placed on the nearest node with CPUs in
+    ``limit``, with one warning.
     """
     if spec.device is None:
         return spec
     from numarun.nodespec import Spec as NodeSpec
 
     device = find_device(topology, spec.device, where)
+    if found is not None:
+        found.append(device)
     node, warning = device_node(topology, device, f"{where} {spec.text}", limit)
     if warning is not None:
         warn(warning)
