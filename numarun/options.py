@@ -130,6 +130,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("per_rank", ("--per-rank",), None, "Plan the local ranks over this host and take this "
         "rank's slot (rank and size from Open MPI, MPICH/Hydra or Slurm).", (PREFIX,),
         group=RANKS),
+    Opt("per_gpu", ("--per-gpu",), None, "One local rank per GPU, as Slurm's "
+        "--gpu-bind=closest with a GPU a task: local rank i gets GPU i, on the GPU's node "
+        "(the node's CPUs split between its GPUs), and CUDA_VISIBLE_DEVICES or "
+        "ROCR_VISIBLE_DEVICES unless set (implies --per-rank).", (PREFIX,), group=RANKS),
     Opt("rank", ("--rank",), "I", "This process's local rank (implies --per-rank).", (PREFIX,),
         group=RANKS),
     Opt("ranks", ("--ranks",), "N", "The number of local ranks (implies --per-rank).",

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
-    from numarun.placement.cores import Core
     from numarun.placement.slots import Context, Placement
     from numarun.spec import JobSpec, ProcessSpec
     from numarun.supervisor.policy import Supervision
@@ -220,7 +219,7 @@ def plan_process(
     """
     from numarun.placement import resolve
     from numarun.placement.bounds import bounds_of
-    from numarun.placement.slots import Context, place, placements, pool_of
+    from numarun.placement.slots import Context, per_gpu, place, placements, pool_of
 
     def where(key: str) -> str:
         return spec.where(index, key) if spec is not None else f"process[{index}].{key}"
@@ -230,8 +229,10 @@ def plan_process(
     chosen, near = _chosen_nodes(topology, group, where, limits, ctx)
     pool = pool_of(topology, chosen, limits.inherited - group.reserve_cpus, ctx)
     want = None if group.cpus_per_worker == "all" else int(group.cpus_per_worker)
+    devices: list[Device | None]
     if group.workers == "per-gpu":
-        placed, devices = _per_gpu(topology, pool, want=want, smt=group.smt, limits=limits, ctx=ctx)
+        placed, gpus = per_gpu(topology, pool, want=want, smt=group.smt, limits=limits, ctx=ctx)
+        devices = list(gpus)
     else:
         placed = place(topology, pool, workers=group.workers, want=want, smt=group.smt, ctx=ctx)
         devices = [near] * len(placed)
@@ -288,58 +289,6 @@ def _chosen_nodes(
     return resolve.cpu_nodes(spec, key, topology, limits, limits.inherited)[0], None
 
 
-def _per_gpu(
-    topology: Topology,
-    pool: dict[int, list[Core]],
-    *,
-    want: int | None,
-    smt: str,
-    limits: Bounds,
-    ctx: Context,
-) -> tuple[list[tuple[int, list[int], list[int]]], list[Device | None]]:
-    """One worker per GPU on the GPU's node; the node's cores split evenly between its GPUs."""
-    from numarun.placement import resolve
-    from numarun.placement.slots import place
-
-    gpus = topology.gpus()
-    if not gpus:
-        raise refusals.no_gpus(ctx.where("workers"))
-    by_node: dict[int, list[Device]] = {}
-    for gpu in gpus:
-        node, warning = resolve.device_node(topology, gpu, ctx.where("workers"), limits.inherited)
-        if warning is not None:
-            ctx.warn(warning)
-        if node in pool:  # GPUs on nodes the group does not use are not its workers
-            by_node.setdefault(node, []).append(gpu)
-    if not by_node:
-        raise refusals.no_gpus(ctx.where("workers"), nodes=list(pool))
-    pairs: list[tuple[Device, tuple[int, list[int], list[int]]]] = []
-    for node, here in sorted(by_node.items()):
-        placed = place(topology, {node: pool[node]}, workers=len(here), want=want, smt=smt, ctx=ctx)
-        pairs.extend(zip(here, placed, strict=True))
-    pairs.sort(key=lambda pair: pair[0].gpu or 0)
-    return [p for _d, p in pairs], [d for d, _p in pairs]
-
-
-def _visible_devices(topology: Topology, gpu: Device) -> dict[str, str]:
-    """The variable that shows the worker its GPU alone: CUDA's for NVIDIA, ROCm's for AMD.
-
-    The value is the GPU's place among its vendor's GPUs in PCI order, which is what CUDA
-    counts with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set too: CUDA's default order is fastest
-    first) and what ROCm counts. Other vendors' devices get both variables.
-    """
-    same = sorted(d.pci for d in topology.gpus() if d.vendor == gpu.vendor)
-    index = str(same.index(gpu.pci))
-    if gpu.vendor == _NVIDIA:
-        return {"CUDA_VISIBLE_DEVICES": index, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    if gpu.vendor == _AMD:
-        return {"ROCR_VISIBLE_DEVICES": index}
-    return {"CUDA_VISIBLE_DEVICES": index, "ROCR_VISIBLE_DEVICES": index}
-
-
-_NVIDIA, _AMD = "0x10de", "0x1002"
-
-
 def _spec(text: str, where: str) -> Spec:
     from numarun.nodespec import parse_spec
 
@@ -391,11 +340,11 @@ def _env(
 ) -> dict[str, str]:
     """The group's environment, expanded; unless it sets them, a per-gpu worker's visible
     devices, and for a worker near a device the device (:func:`resolve.device_env`)."""
-    from numarun.placement.resolve import device_env
+    from numarun.placement.resolve import device_env, visible_devices
 
     env = {k: expand(v, values) for k, v in group.env.items()}
     if device is not None:
-        given = {**(_visible_devices(topology, device) if gpu else {}), **device_env(device)}
+        given = {**(visible_devices(topology, device) if gpu else {}), **device_env(device)}
         for name, value in given.items():
             env.setdefault(name, value)
     return env

@@ -254,6 +254,8 @@ def _switch(opts: _Options, key: str, option: str) -> None:
         opts.request.flags.add(_FLAG_OPTIONS[key])
     elif key == "per_rank":
         opts.request.per_rank = True
+    elif key == "per_gpu":
+        opts.request.per_rank = opts.request.per_gpu = True
     elif key in _PLAIN_SWITCHES:
         setattr(opts, key, True)
 
@@ -305,9 +307,10 @@ def _topology(opts: _Options) -> Topology:
         return load_topology(opts.topology)
     from numarun.topology import read_topology
 
-    # The PCI devices cost a few files each: read only when a node is named by one.
+    # The PCI devices cost a few files each: read only when a node is named by one (or
+    # --per-gpu gives each rank its GPU).
     named = (opts.request.nodes, opts.request.cpu_nodes)
-    devices = any(spec is not None and spec.device is not None for spec in named)
+    devices = opts.request.per_gpu or any(s is not None and s.device is not None for s in named)
     return read_topology(opts.root or "/", devices=devices)
 
 

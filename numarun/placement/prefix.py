@@ -68,6 +68,7 @@ class Request:
         "node_word",
         "nodes",
         "nodes_option",
+        "per_gpu",
         "per_rank",
         "preset",
         "rank",
@@ -92,6 +93,7 @@ class Request:
         self.flags: set[str] = set()
         self.command: list[str] = []
         self.per_rank = False  # --per-rank (or --rank/--ranks): see numarun.placement.rank
+        self.per_gpu = False  # --per-gpu: local rank i gets GPU i (implies per_rank)
         self.rank: int | None = None
         self.ranks: int | None = None
         self.whole_machine = False

@@ -235,6 +235,26 @@ def device_env(device: Device) -> dict[str, str]:
     return {DEVICE_ENV: device.label(), DEVICE_NODE_ENV: str(device.node)}
 
 
+def visible_devices(topology: Topology, gpu: Device) -> dict[str, str]:
+    """The variable that shows a worker (or rank) its GPU alone: CUDA's for NVIDIA, ROCm's
+    for AMD.
+
+    The value is the GPU's place among its vendor's GPUs in PCI order, which is what CUDA
+    counts with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set too: CUDA's default order is fastest
+    first) and what ROCm counts. Other vendors' devices get both variables.
+    """
+    same = sorted(d.pci for d in topology.gpus() if d.vendor == gpu.vendor)
+    index = str(same.index(gpu.pci))
+    if gpu.vendor == _NVIDIA:
+        return {"CUDA_VISIBLE_DEVICES": index, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    if gpu.vendor == _AMD:
+        return {"ROCR_VISIBLE_DEVICES": index}
+    return {"CUDA_VISIBLE_DEVICES": index, "ROCR_VISIBLE_DEVICES": index}
+
+
+_NVIDIA, _AMD = "0x10de", "0x1002"
+
+
 def device_spec(
     spec: Spec,
     where: str,
