@@ -175,3 +175,26 @@ def test_prefix_nodes_word_wins_over_a_presets(tmp_path: Path) -> None:
     done = _prefix(root, *argv, env=env)
     assert done.returncode == 0, done.stderr
     assert "memory policy: interleave:1,3\n" in done.stdout
+
+
+def test_prefix_nodes_word_per_rank_pairs_each_ranks_node(tmp_path: Path) -> None:
+    _topology(tmp_path)
+    for rank, expect in ((0, "0,2"), (1, "1,3")):
+        argv = ("--rank", str(rank), "--ranks", "2", "--policy", "weighted-interleave")
+        done = _prefix(tmp_path, *argv, "--nodes", "local+cpuless", "--dry-run")
+        assert done.returncode == 0, done.stderr
+        assert f"memory policy: weighted-interleave:{expect}\n" in done.stdout
+
+
+def test_prefix_nodes_word_warns_where_a_socket_has_no_cxl(tmp_path: Path) -> None:
+    machine, tiering = two_sockets_with_cxl()
+    tiering.access = {**tiering.access, 3: ((0,), 8000, 8000, 250, 300)}  # both behind 0
+    tiering.write(machine.write(tmp_path))
+    argv = ("--policy", "interleave", "--nodes", "local+cpuless", "-N", "1", "--explain")
+    done = _prefix(tmp_path, *argv)
+    assert done.returncode == 0, done.stderr
+    assert "memory policy: interleave:1\n" in done.stdout
+    assert (
+        "  - local+cpuless: no CPU-less memory node hangs off node 1 (by HMAT); using local\n"
+        in done.stdout
+    )

@@ -186,11 +186,11 @@ def policy_nodes(
             nodes.extend(paired)
         elif cpuless:
             warn(
-                f"memory_nodes = local+cpuless but no CPU-less memory node hangs off node "
+                f"local+cpuless: no CPU-less memory node hangs off node "
                 f"{home} (by HMAT); using local"
             )
         else:
-            warn("memory_nodes = local+cpuless but no CPU-less memory node is allowed; using local")
+            warn("local+cpuless: no CPU-less memory node is allowed; using local")
     return sorted(nodes)
 
 
