@@ -107,7 +107,7 @@ def _plan(tmp_path: Path, text: str, *, json_out: bool = False, **changes: objec
 def test_plan_shows_the_weights_the_job_writes_next_to_those_in_force(tmp_path: Path) -> None:
     out = _plan(tmp_path, 'weights = "bandwidth"\n' + WEIGHTED)
     lines = out.splitlines()
-    assert lines[0].startswith("weighted interleave weights: the job writes weights = 'bandwidth'")
+    assert lines[0].startswith("weighted interleave weights: the job writes 'bandwidth' while")
     assert [line.split() for line in lines[1:6]] == [
         ["node", "in", "force", "job"],
         ["0", "1", "5"],
@@ -165,3 +165,12 @@ def test_plan_on_a_kernel_without_weighted_interleave(tmp_path: Path) -> None:
     out = _plan(tmp_path, 'weights = "bandwidth"\n' + WEIGHTED, weights=None)
     assert out.splitlines()[0] == "weighted interleave: none on this kernel (Linux 6.9+)"
     assert "warning: numarun run would refuse: weights = 'bandwidth': this kernel" in out
+
+
+def test_readme_shows_the_plan_of_the_tiered_example(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    command = "$ numarun plan examples/tiered.toml --topology cxl-host.json"
+    block = readme.split(command, 1)[1].split("\n```", 1)[0].splitlines()[1:]
+    shown = _plan(tmp_path, (REPO / "examples/tiered.toml").read_text()).splitlines()
+    assert block == shown[: len(block)]
+    assert shown[len(block) :] == [] or shown[len(block)] == ""  # then only warnings

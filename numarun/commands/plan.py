@@ -105,8 +105,8 @@ def _weights_table(weights: PlanWeights) -> list[str]:
         head = f"weighted interleave weights in force{auto}; the job's cannot be set here"
     else:
         head = (
-            f"weighted interleave weights: the job writes weights = {weights.asked!r} while it "
-            f"runs (root) over those in force{auto}, and restores them after"
+            f"weighted interleave weights: the job writes {weights.asked!r} while it runs "
+            f"(root) and restores those in force{auto}"
         )
     rows = [("node", "in force", *(("job",) if weights.job is not None else ()))]
     for node, now in sorted(weights.in_force.items()):
