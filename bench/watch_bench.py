@@ -1,8 +1,8 @@
 """Benchmark: what one ``numarun watch`` / ``[watch]`` sample costs, against its peers.
 
 Starts worker processes that each map 1 GiB and write every page (4 KiB pages: transparent
-huge pages are refused with ``MADV_NOHUGEPAGE``, the dear case for the kernel's page walk),
-then times, in this process:
+huge pages are refused with ``MADV_NOHUGEPAGE``, the dear case for the kernel's page walk;
+``--thp`` asks for them instead), then times, in this process:
 
 * ``locality(pid, home)`` of one worker: one ``/proc/PID/numa_maps`` read and
   ``numamaps.summarize`` (what the supervisor does per worker per interval);
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,30 +43,28 @@ GiB = 1 << 30
 
 WORKER = """
 import mmap, os, sys
-size, shared = int(sys.argv[1]), sys.argv[2] == "shared"
-if shared:
-    fd = int(sys.argv[3])
-    m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+size, kind = int(sys.argv[1]), sys.argv[2]
+if kind == "shared":
+    m = mmap.mmap(int(sys.argv[3]), size, flags=mmap.MAP_SHARED)
 else:
     m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        m.madvise(mmap.MADV_NOHUGEPAGE)
+    m.madvise(mmap.MADV_HUGEPAGE if kind == "thp" else mmap.MADV_NOHUGEPAGE)
 m[:: mmap.PAGESIZE] = b"\\x01" * (size // mmap.PAGESIZE)
 print("ready", flush=True)
 sys.stdin.read()
 """
 
 
-def start_workers(count: int, size: int, shared: bool) -> list[subprocess.Popen[bytes]]:
+def start_workers(count: int, size: int, kind: str) -> list[subprocess.Popen[bytes]]:
     fd = -1
+    shared = kind == "shared"
     if shared:
         fd = os.memfd_create("numarun-watch-bench")
         os.ftruncate(fd, size)
     procs = []
     try:
         for _ in range(count):
-            argv = [sys.executable, "-I", "-S", "-c", WORKER, str(size),
-                    "shared" if shared else "private", str(fd)]  # fmt: skip
+            argv = [sys.executable, "-I", "-S", "-c", WORKER, str(size), kind, str(fd)]
             procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           pass_fds=(fd,) if shared else ()))  # fmt: skip
         for proc in procs:
@@ -88,13 +87,22 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         proc.wait()
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and of its reaped children (the peers)."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """Median (wall seconds, CPU seconds of this process) of ``rounds`` calls."""
+    """Median (wall seconds, CPU seconds) of ``rounds`` calls."""
     walls, cpus = [], []
     for _ in range(rounds):
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), _cpu()
         fn()
-        cpus.append(time.process_time() - cpu)
+        cpus.append(_cpu() - cpu)
         walls.append(time.perf_counter() - wall)
     return statistics.median(walls), statistics.median(cpus)
 
@@ -118,6 +126,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--private", action="store_true", help="each worker its own memory")
+    parser.add_argument("--thp", action="store_true", help="with --private: MADV_HUGEPAGE")
     args = parser.parse_args()
 
     from numarun import procfs, sysfs
@@ -129,10 +138,12 @@ def main() -> int:
         print(f"--private needs {args.workers * args.size / GiB:.0f} GiB and "
               f"{available / GiB:.1f} GiB is available; using one shared memfd")  # fmt: skip
         shared = True
+    kind = "shared" if shared else ("thp" if args.thp else "private")
+    what = {"shared": "one shared memfd mapped by all", "thp": "private, transparent huge "
+            "pages asked for", "private": "private, 4 KiB pages"}[kind]  # fmt: skip
     print(f"{args.workers} workers of {args.size / GiB:.2f} GiB each, every page written "
-          f"({'one shared memfd mapped by all' if shared else 'private, no THP'}); "
-          f"medians of {args.rounds} rounds")  # fmt: skip
-    procs = start_workers(args.workers, args.size, shared)
+          f"({what}); medians of {args.rounds} rounds")  # fmt: skip
+    procs = start_workers(args.workers, args.size, kind)
     try:
         pids = [p.pid for p in procs]
         sampler = Sampler()
@@ -154,16 +165,16 @@ def main() -> int:
         stop(procs)
 
     rows = [
-        ("locality(), one worker", one),
-        ("  of which the numa_maps read", raw),
-        (f"locality(), all {args.workers} workers", every),
-        ("sample_nodes() + balancing()", node_side),
-        *peers.items(),
+        ("locality(), one worker", one, False),
+        ("  of which the numa_maps read", raw, False),
+        (f"locality(), all {args.workers} workers", every, False),
+        ("sample_nodes() + balancing()", node_side, False),
+        *((name, figures, True) for name, figures in peers.items()),
     ]
-    print(f"{'what':<36}{'wall':>12}{'cpu':>12}{'one worker / this':>20}")
-    for name, (wall, cpu) in rows:
-        ratio = f"{one[0] / wall:18.2f}x" if wall else ""
-        print(f"{name:<36}{ms(wall):>12}{ms(cpu):>12}{ratio:>20}")
+    print(f"{'what':<36}{'wall':>12}{'cpu':>12}{'locality() / peer':>20}")
+    for name, (wall, cpu), peer in rows:
+        ratio = f"{one[0] / wall:.2f} wall, {one[1] / cpu:.2f} cpu" if peer and wall and cpu else ""
+        print(f"{name:<36}{ms(wall):>12}{ms(cpu):>12}  {ratio}")
     sample_cpu = every[1] + node_side[1]
     print(f"one sample of {args.workers} workers and the nodes: {sample_cpu * 1000:.1f} ms of CPU"
           f" = {sample_cpu / args.interval * 100:.3f} % of a CPU at a {args.interval:g} s "
