@@ -173,3 +173,21 @@ def test_live_once_json_matches_the_kernels_node_files(runtime: Path) -> None:
     assert data["interval_seconds"] is not None and 0.2 <= data["interval_seconds"] <= 5
     (mine,) = data["processes"]
     assert mine["pid"] == os.getpid() and mine["judged_bytes"] > 0
+
+
+def test_the_library_example_prints_and_exports_a_sample(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    prom = tmp_path / "watch.prom"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples/watch_pids.py"), str(os.getpid()), "--count", "1",
+         "--prom", str(prom)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"pid {os.getpid()}: ")
+    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    (up,) = families["numarun_worker_up"].samples
+    assert up.labels == {"job": "watch_pids", "worker": str(os.getpid())} and up.value == 1.0
+    assert families["numarun_worker_local_ratio"].samples[0].value <= 1.0
