@@ -208,6 +208,7 @@ def to_json(frame: Frame) -> dict[str, object]:
                 "memory_total_bytes": n.memory_total_bytes,
                 "memory_free_bytes": n.memory_free_bytes,
                 "memory_used_bytes": n.memory_used_bytes,
+                "tier": n.tier,
                 **{name: getattr(n, name) for name in _NODE_COUNTERS},
                 "delta": frame.node_deltas.get(n.id, {}),
             }

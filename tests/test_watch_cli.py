@@ -75,7 +75,7 @@ def test_thresholds_are_options(tmp_path: Path, runtime: Path) -> None:
 
 def test_given_pid_and_job_workers_are_followed(tmp_path: Path, runtime: Path) -> None:
     root, counters = fake_root(tmp_path)
-    maps = "7f000000 bind:1 anon=100 dirty=100 N0=40 N1=60 kernelpagesize_kB=4\n"
+    maps = "7f000000 bind:1 anon=10000 dirty=10000 N0=4000 N1=6000 kernelpagesize_kB=4\n"
     counters.process(4242, maps, cpus=[0, 1, 2, 3], mems=[0, 1])
     worker_maps = "55d0a000 default heap anon=10 dirty=10 N0=10 kernelpagesize_kB=4\n"
     counters.process(5151, worker_maps, cpus=[0, 1], mems=[0, 1])
@@ -99,7 +99,7 @@ def test_given_pid_and_job_workers_are_followed(tmp_path: Path, runtime: Path) -
     assert worker["home_nodes"] == [0] and worker["local_ratio"] == 1.0
     assert (given["pid"], given["job"], given["home_nodes"]) == (4242, None, [1])
     assert given["home_source"] == "policy bind:1"
-    assert given["node_bytes"] == {"0": 40 * 4096, "1": 60 * 4096}
+    assert given["node_bytes"] == {"0": 4000 * 4096, "1": 6000 * 4096}
     assert given["local_ratio"] == 0.6
     below = [i for i in data["issues"] if i["kind"] == "below-threshold"]
     assert [(i["pid"], i["nodes"]) for i in below] == [(4242, [0])]
