@@ -267,9 +267,8 @@ def table(rows: list[Row]) -> str:
         for what, ours, peer, theirs, unit, meets, target in rows
     ]
     widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in (head, *body)
-    )
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in (head, *body))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def main() -> int:
