@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
 
 from numarun.errors import CheckFailedError, ProcessError, UnknownResourceError, UsageError
 
 TYPE_CHECKING = False  # typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     import typer
 
     from numarun.numastat import NodeMemory
