@@ -43,32 +43,47 @@ SNAPSHOT = "memorysidecaches"  # the shared snapshot with the most CPUs (80), 4 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 NUMARUN = str(Path(sys.executable).with_name("numarun"))
 
-Row = tuple[str, float, str, float, str, Callable[[float], bool], str]
-# (what, ours, peer, theirs, unit, meets(ratio), target text)
+Row = tuple[str, float, str, float, str, Callable[[float], bool], str, float | None]
+# (what, ours, peer, theirs, unit, meets(ratio), target text, CPU-time ratio)
 
 
-def _once(argv: list[str], env: dict[str, str]) -> float:
+def _once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms: user + system) of one run of ``argv``."""
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.stderr.close()
+    _, status, usage = os.wait4(proc.pid, 0)
     took = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
-    return took * 1000.0
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({code}): {err.decode()}")
+    return took * 1000.0, (usage.ru_utime + usage.ru_stime) * 1000.0
 
 
 def interleaved(
     cases: dict[str, tuple[list[str], dict[str, str]]], rounds: int
-) -> dict[str, float]:
-    """Median ms of each command, run round-robin (order reversed every other round)."""
+) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, CPU ms) of each command, run round-robin (the order reversed every
+    other round). The CPU time is shown too: on a shared machine other work stretches the
+    wall clock of both sides, their CPU time much less."""
     names = list(cases)
     for name in names:  # warm the page cache and the bytecode cache
         for _ in range(3):
             _once(*cases[name])
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             samples[name].append(_once(*cases[name]))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        name: (statistics.median(w for w, _ in got), statistics.median(c for _, c in got))
+        for name, got in samples.items()
+    }
+
+
+def _cpu(ms: dict[str, tuple[float, float]], ours: str, theirs: str) -> float:
+    return ms[ours][1] / ms[theirs][1]
 
 
 def topology_rows(rounds: int) -> list[Row]:
@@ -89,12 +104,13 @@ def topology_rows(rounds: int) -> list[Row]:
     return [
         (
             "numarun topology --topology SNAP --json (80 CPUs)",
-            ms["numarun"],
+            ms["numarun"][0],
             "lstopo-no-graphics --input SNAP --of xml",
-            ms["lstopo"],
+            ms["lstopo"][0],
             "ms",
             lambda r: r <= 2.0,
             "<= 2.0",
+            _cpu(ms, "numarun", "lstopo"),
         )
     ]
 
@@ -129,21 +145,23 @@ def placement_rows(rounds: int, mappings: int) -> list[Row]:
     return [
         (
             f"numarun placement PID --json ({lines} mappings)",
-            ms["numarun"],
+            ms["numarun"][0],
             "numastat -p PID",
-            ms["numastat"],
+            ms["numastat"][0],
             "ms",
             lambda r: r <= 1.25,
             "<= 1.25",
+            _cpu(ms, "numarun", "numastat"),
         ),
         (
             "  (floor: the kernel writing numa_maps)",
-            ms["cat"],
+            ms["cat"][0],
             "numastat -p PID",
-            ms["numastat"],
+            ms["numastat"][0],
             "ms",
             lambda r: True,
             "-",
+            _cpu(ms, "cat", "numastat"),
         ),
     ]
 
@@ -165,6 +183,7 @@ def supervisor_rows(rounds: int, workers: int, idle: float, venv: Path) -> list[
             "MB",
             lambda r: r <= 1.0,
             "<= 1.0",
+            None,
         ),
         (
             f"  start to all {workers} running",
@@ -174,6 +193,7 @@ def supervisor_rows(rounds: int, workers: int, idle: float, venv: Path) -> list[
             "ms",
             lambda r: r <= 0.25,
             "~0.2",
+            None,
         ),
         (
             f"  idle CPU over {idle:g} s (% of a CPU)",
@@ -183,6 +203,7 @@ def supervisor_rows(rounds: int, workers: int, idle: float, venv: Path) -> list[
             "%",
             lambda r: ours["idle_cpu_s"] == 0.0,
             "numarun 0",
+            None,
         ),
     ]
 
@@ -226,32 +247,38 @@ def prefix_rows(rounds: int, baseline: str | None) -> list[Row]:
     rows: list[Row] = [
         (
             "prefix numarun -m 0 -- true",
-            ms["numarun"],
+            ms["numarun"][0],
             "python -S -c pass",
-            ms["python -S"],
+            ms["python -S"][0],
             "ms",
             lambda r: True,
             "-",
+            _cpu(ms, "numarun", "python -S"),
         )
     ]
     if baseline:
-        slack = 1.0 + 0.5 / ms["baseline"]
+        slack = 1.0 + 0.5 / ms["baseline"][0]
         rows.append(
             (
                 "  python -m numarun -m 0 -- true (this tree)",
-                ms["here"],
+                ms["here"][0],
                 f"the same at {baseline}",
-                ms["baseline"],
+                ms["baseline"][0],
                 "ms",
                 lambda r: r <= slack,
                 "not worse",
+                _cpu(ms, "here", "baseline"),
             )
         )
     return rows
 
 
+def _verdict(meets: Callable[[float], bool], ratio: float) -> str:
+    return "met" if meets(ratio) else "MISSED"
+
+
 def table(rows: list[Row]) -> str:
-    head = ("what", "numarun", "peer", "peer", "ratio", "target", "")
+    head = ("what", "numarun", "peer", "peer", "ratio", "target", "", "CPU-time ratio")
     body = [
         (
             what,
@@ -260,11 +287,10 @@ def table(rows: list[Row]) -> str:
             f"{theirs:.1f} {unit}",
             f"{ours / theirs:.2f}" if theirs else "-",
             target,
-            ("met" if meets(ours / theirs if theirs else 0.0) else "MISSED")
-            if target != "-"
-            else "",
+            _verdict(meets, ours / theirs if theirs else 0.0) if target != "-" else "",
+            f"{cpu:.2f}" if cpu is not None else "",
         )
-        for what, ours, peer, theirs, unit, meets, target in rows
+        for what, ours, peer, theirs, unit, meets, target, cpu in rows
     ]
     widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in (head, *body))
