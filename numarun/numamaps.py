@@ -24,19 +24,19 @@ an address is skipped, a count that is not a number is dropped, and a line with 
 ``kernelpagesize_kB`` (cut off) is counted at the base page size.
 
 Speed matters (a JVM or a Python process with 60,000 mappings is ordinary, and the watch
-reads every worker's file again and again): :func:`summarize` splits the text into lines,
-strips the address off each and counts identical remainders with
-``collections.Counter``'s C loop, all in C (``map`` over ``bytes.partition``: no Python code
-runs per line, and no :mod:`re`, whose import costs more than the split); only the distinct
-remainders, usually a few hundred, are parsed in Python.
+reads every worker's file again and again): :func:`summarize` strips the address off every
+line with one regular expression over the whole text and counts identical remainders with
+``collections.Counter``'s C loop (both run in C, no Python code per line); only the
+distinct remainders, usually a few hundred, are parsed in Python. :func:`summarize_blocks`
+does the same for the text in blocks as they are read (:func:`numarun.procfs.numa_maps_stream`),
+so that parsing one block overlaps the kernel's writing of the next.
 :func:`parse_mappings` keeps every mapping with its address and is for when that is needed.
 """
 
 from __future__ import annotations
 
 import os
-from itertools import repeat
-from operator import itemgetter
+import re
 
 try:  # collections.Counter's own C loop, without importing collections (~1.4 ms)
     from _collections import _count_elements
@@ -77,10 +77,11 @@ _MODES = {
 # (mmap MAP_SHARED|MAP_ANONYMOUS) shows as /dev/zero; SysV segments as /SYSV<key>.
 _SHM_PREFIXES = ("/dev/shm/", "/SYSV", "/memfd:", "/dev/zero")
 
-# From a line's bytes.partition(b" "): what follows its first blank, the line less its
-# address. The kernel starts every line with an address; a line without one yields junk
-# that parses to nothing harmful.
-_AFTER_BLANK = itemgetter(2)
+# Everything from the first blank of a line to its end: the line less its address. The
+# kernel starts every line with an address; a line without one yields junk that parses to
+# nothing harmful.
+_REMAINDER = re.compile(rb" [^\n]*")
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 _BASE_PAGE_KB = (os.sysconf("SC_PAGE_SIZE") // 1024) if hasattr(os, "sysconf") else 4
 
@@ -169,11 +170,7 @@ _COUNTERS = frozenset({"anon", "dirty", "mapped", "mapmax", "swapcache", "active
 
 def _unescape(path: str) -> str:
     # seq_path writes blank, tab, newline and '=' (and '\\') as \ooo octal escapes.
-    if "\\" not in path:
-        return path
-    import re  # only for the rare path with an escape: off the report's start-up path
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), path) if "\\" in path else path
 
 
 def _split_policy(tokens: list[str]) -> tuple[str, int]:
@@ -367,13 +364,25 @@ def summarize(data: bytes | str) -> Summary:
     its text.
     """
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    policies: dict[str, Policy] = {}
+    return summarize_blocks((raw,))
+
+
+def summarize_blocks(blocks: Iterable[bytes]) -> Summary:
+    """:func:`summarize` of the text that ``blocks`` hold one after the other (a line may
+    be split between two), each counted as it comes."""
     # Addresses make every line unique; without them most lines of a big process repeat
     # ("default anon=1 dirty=1 active=0 N0=1 kernelpagesize_kB=4"), so count first.
-    counted = []
-    remainders = map(_AFTER_BLANK, map(bytes.partition, raw.split(b"\n"), repeat(b" ")))
     counts: dict[bytes, int] = {}
-    _count_elements(counts, remainders)
+    tail = b""
+    for block in blocks:
+        text = tail + block if tail else block
+        end = text.rfind(b"\n") + 1  # whole lines only; the rest waits for the next block
+        _count_elements(counts, _REMAINDER.findall(text, 0, end))
+        tail = text[end:]
+    if tail:
+        _count_elements(counts, _REMAINDER.findall(tail))
+    policies: dict[str, Policy] = {}
+    counted = []
     for rest, count in counts.items():
         mapping = _parse_remainder(rest.decode("utf-8", "replace"), 0, policies)
         if mapping is not None:
