@@ -26,10 +26,8 @@ an address is skipped, a count that is not a number is dropped, and a line with 
 Speed matters (a JVM or a Python process with 60,000 mappings is ordinary, and the watch
 reads every worker's file again and again): :func:`summarize` strips the address off every
 line with one regular expression over the whole text and counts identical remainders with
-``collections.Counter``'s C loop (both run in C, no Python code per line); only the
-distinct remainders, usually a few hundred, are parsed in Python. :func:`summarize_blocks`
-does the same for the text in blocks as they are read (:func:`numarun.procfs.numa_maps_stream`),
-so that parsing one block overlaps the kernel's writing of the next.
+``collections.Counter`` (both run in C, no Python code per line); only the
+distinct remainders, usually a few hundred, are parsed in Python.
 :func:`parse_mappings` keeps every mapping with its address and is for when that is needed.
 """
 
@@ -37,15 +35,7 @@ from __future__ import annotations
 
 import os
 import re
-
-try:  # collections.Counter's own C loop, without importing collections (~1.4 ms)
-    from _collections import _count_elements
-except ImportError:  # pragma: no cover - another Python than CPython
-
-    def _count_elements(mapping: dict[bytes, int], iterable: Iterable[bytes]) -> None:
-        for item in iterable:
-            mapping[item] = mapping.get(item, 0) + 1
-
+from collections import Counter
 
 from numarun import cpulist
 from numarun.value import Value
@@ -364,23 +354,9 @@ def summarize(data: bytes | str) -> Summary:
     its text.
     """
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    return summarize_blocks((raw,))
-
-
-def summarize_blocks(blocks: Iterable[bytes]) -> Summary:
-    """:func:`summarize` of the text that ``blocks`` hold one after the other (a line may
-    be split between two), each counted as it comes."""
     # Addresses make every line unique; without them most lines of a big process repeat
     # ("default anon=1 dirty=1 active=0 N0=1 kernelpagesize_kB=4"), so count first.
-    counts: dict[bytes, int] = {}
-    tail = b""
-    for block in blocks:
-        text = tail + block if tail else block
-        end = text.rfind(b"\n") + 1  # whole lines only; the rest waits for the next block
-        _count_elements(counts, _REMAINDER.findall(text, 0, end))
-        tail = text[end:]
-    if tail:
-        _count_elements(counts, _REMAINDER.findall(tail))
+    counts = Counter(_REMAINDER.findall(raw))
     policies: dict[str, Policy] = {}
     counted = []
     for rest, count in counts.items():

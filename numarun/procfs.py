@@ -18,10 +18,6 @@ import os
 from numarun import cpulist
 from numarun.errors import ProcessError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 PROC = "/proc"
 
 # /proc/PID/stat fields are numbered from 1 in proc(5); "processor" (the CPU the task last
@@ -81,97 +77,6 @@ def read_text(pid: int, name: str, proc_root: str = PROC) -> str:
 def numa_maps(pid: int, proc_root: str = PROC) -> bytes:
     """``/proc/PID/numa_maps`` as read; empty for a zombie or a kernel thread."""
     return read_bytes(pid, "numa_maps", proc_root)
-
-
-def numa_maps_stream(pid: int, proc_root: str = PROC) -> Iterator[bytes]:
-    """``/proc/PID/numa_maps`` in blocks, read by a forked child of this process.
-
-    Writing this file is the kernel's work, done in the reader's read() calls, a page per
-    call: most of ``numarun placement``'s time for a large process (a walk of every
-    mapping's pages), CPU time that a second CPU can spend while this process parses what
-    has come (:func:`numarun.numamaps.summarize_blocks`). The file is opened here, so that
-    a process that is gone or not this user's is refused as by :func:`numa_maps`; the child
-    only copies the descriptor into a pipe and exits. The blocks are the file's bytes, in
-    order; the last is followed by the child's end. Only for a process without threads and
-    without a SIGCHLD handler that reaps every child (the placement command): the
-    supervisor reads with :func:`numa_maps`.
-    """
-    path = f"{proc_root}/{pid}/numa_maps"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        raise _translate(pid, err) from None
-    try:
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        _widen_pipe(write_end)
-        child = os.fork()
-    except OSError:
-        os.close(fd)
-        return iter((numa_maps(pid, proc_root),))
-    if child == 0:  # the reader: copies, then exits without any of Python's clean-up
-        code = 0
-        try:
-            os.close(read_end)
-            while block := os.read(fd, 1 << 16):
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(write_end, view) :]
-        except OSError as err:
-            code = err.errno or 255  # the errno, for the parent to translate
-        except BaseException:  # interrupted: the parent is told, not as an errno
-            code = 255
-        finally:
-            os._exit(code)
-    os.close(fd)
-    os.close(write_end)
-    return _Drain(pid, child, read_end)
-
-
-def _widen_pipe(fd: int) -> None:
-    """Let the reader run up to 1 MiB (the unprivileged limit) ahead of the parser."""
-    import fcntl
-
-    try:
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except OSError:
-        pass  # the default 64 KiB works too, with more waits
-
-
-class _Drain:
-    """The parent's end of a numa_maps stream: its blocks, then the child's verdict."""
-
-    def __init__(self, pid: int, child: int, fd: int) -> None:
-        self._pid, self._child, self._fd = pid, child, fd
-
-    def __iter__(self) -> _Drain:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._fd < 0:
-            raise StopIteration
-        try:
-            block = os.read(self._fd, 1 << 20)
-        except BaseException:
-            self.close()
-            raise
-        if block:
-            return block
-        code = self.close()
-        if code:
-            raise _translate(self._pid, OSError(code, os.strerror(code)))
-        raise StopIteration
-
-    def close(self) -> int:
-        """Stop reading (the child, if still writing, gets EPIPE and exits); its status."""
-        if self._fd < 0:
-            return 0
-        os.close(self._fd)
-        self._fd = -1
-        _, status = os.waitpid(self._child, 0)
-        return os.waitstatus_to_exitcode(status)
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def status(pid: int, proc_root: str = PROC) -> dict[str, str]:

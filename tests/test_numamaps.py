@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-import subprocess
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -339,18 +336,6 @@ def test_cut_anywhere_never_crashes(cases: list[tuple[str, dict[str, object]]], 
 # -- the fast paths against the plain ones ------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(kernel_lines(), max_size=30), st.lists(st.integers(0, 4000), max_size=6))
-def test_blocks_split_anywhere_summarize_as_the_whole(
-    cases: list[tuple[str, dict[str, object]]], cuts: list[int]
-) -> None:
-    # The forked reader's blocks end anywhere, mid-line too.
-    raw = ("\n".join(line for line, _ in cases) + "\n").encode()
-    edges = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
-    blocks = [raw[a:b] for a, b in itertools.pairwise(edges)]
-    assert numamaps.summarize_blocks(blocks) == summarize(raw)
-
-
 def _every_readable_numa_maps() -> list[bytes]:
     out = []
     for name in os.listdir("/proc"):
@@ -373,27 +358,3 @@ def test_summary_is_the_per_mapping_parse_on_every_process_here() -> None:
         slow = numamaps.summarize_mappings(parse_mappings(data.decode("utf-8", "replace")))
         assert fast == slow
         assert fast.mappings == data.count(b"\n")
-
-
-def test_the_streamed_read_is_the_plain_read() -> None:
-    from numarun import procfs
-    from numarun.errors import ProcessError
-
-    sleeper = subprocess.Popen(["sleep", "60"])
-    try:
-        time.sleep(0.2)  # exec'd: its mappings no longer change
-        plain = procfs.numa_maps(sleeper.pid)
-        streamed = b"".join(procfs.numa_maps_stream(sleeper.pid))
-        # Line for line; mapmax (how many processes map a page) moves with every fork here.
-        assert plain and streamed.count(b"\n") == plain.count(b"\n")
-        assert summarize(streamed) == summarize(plain)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    with pytest.raises(ProcessError, match="does not exist"):
-        procfs.numa_maps_stream(sleeper.pid)
-    # A stream left unread ends its reader (no child is left behind).
-    stream = procfs.numa_maps_stream(os.getpid())
-    del stream
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)

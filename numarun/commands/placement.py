@@ -17,7 +17,7 @@ from numarun.errors import CheckFailedError, ProcessError, UnknownResourceError,
 
 TYPE_CHECKING = False  # typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
 
     import typer
 
@@ -115,32 +115,19 @@ def resolve(targets: Iterable[str]) -> list[int]:
     return found
 
 
-def collect(
-    pid: int,
-    topology: Topology,
-    memory: dict[int, NodeMemory],
-    maps: Iterator[bytes] | None = None,
-) -> ProcessReport:
-    """Read one process and judge it; ``maps``, its numa_maps already being read
-    (:func:`numarun.procfs.numa_maps_stream`), else it is read here."""
+def collect(pid: int, topology: Topology, memory: dict[int, NodeMemory]) -> ProcessReport:
+    """Read one process and judge it."""
     from numarun import numamaps, procfs, report
 
     cpus, mems = procfs.allowed(pid)
     name = procfs.name(pid)
-    size = [0]
-
-    def counted(blocks: Iterable[bytes]) -> Iterator[bytes]:
-        for block in blocks:
-            size[0] += len(block)
-            yield block
-
-    summary = numamaps.summarize_blocks(counted(maps or (procfs.numa_maps(pid),)))
-    if not size[0] and not procfs.exists(pid):
+    data = procfs.numa_maps(pid)
+    if not data and not procfs.exists(pid):
         raise ProcessError(f"process {pid} exited while being read", "check the PID")
     threads = procfs.thread_cpus(pid)
     return report.build_report(
         pid,
-        summary,
+        numamaps.summarize(data),
         cpu_to_node={c.id: c.node for c in topology.cpus.values()},
         cpus_allowed=cpus,
         mems_allowed=mems,
@@ -169,14 +156,10 @@ def placement(
     if watch is not None and watch <= 0:
         raise UsageError("--watch needs a positive number of seconds", "e.g. --watch 2")
     pids = resolve(targets)
-    # The kernel writes each numa_maps as it is read, which is most of a large process's
-    # report: started now, in forked readers (a few processes' worth), it runs on another
-    # CPU while the topology and the machine's memory are read and the blocks parsed.
-    streams = {} if watch is not None else _start_reading(pids[:4])
     topology = read_topology(root)
     while True:
         memory = numastat.machine(root)
-        reports, exited = _gather(pids, topology, memory, check=check, streams=streams)
+        reports, exited = _gather(pids, topology, memory, check=check)
         if as_json:
             from numarun import jsontext  # json itself imports re and enum: ms per run
 
@@ -193,27 +176,8 @@ def placement(
         time.sleep(watch)
 
 
-def _start_reading(pids: list[int]) -> dict[int, Iterator[bytes]]:
-    """numa_maps streams for ``pids``; one that cannot be started is read later, where its
-    refusal (gone, not yours) is handled as for any other."""
-    from numarun import procfs
-
-    streams = {}
-    for pid in pids:
-        try:
-            streams[pid] = procfs.numa_maps_stream(pid)
-        except ProcessError:
-            continue
-    return streams
-
-
 def _gather(
-    pids: list[int],
-    topology: Topology,
-    memory: dict[int, NodeMemory],
-    *,
-    check: bool,
-    streams: dict[int, Iterator[bytes]] | None = None,
+    pids: list[int], topology: Topology, memory: dict[int, NodeMemory], *, check: bool
 ) -> tuple[list[ProcessReport], list[str]]:
     """Reports for the live processes; with ``check``, why each of the others failed.
 
@@ -229,7 +193,7 @@ def _gather(
         why = processes.exited(pid) if check else None
         if why is None:
             try:
-                reports.append(collect(pid, topology, memory, (streams or {}).pop(pid, None)))
+                reports.append(collect(pid, topology, memory))
                 continue
             except ProcessError:  # gone while being read; anything else stays a refusal
                 if not check or (why := processes.exited(pid)) is None:
