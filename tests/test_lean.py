@@ -69,7 +69,7 @@ def test_the_numarun_command_imports_no_re_of_its_own() -> None:
 def test_the_lean_supervisors_imports() -> None:
     # What the exec'd supervisor imports before it supervises, in the same interpreter mode.
     probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import sys; sys.path[:0] = sys.argv[1:];"
         "from numarun.supervisor import handoff, manager, printer;"
         "import numarun.weights, numarun.preflight, numarun.__main__;"
         "print(' '.join(sorted(sys.modules)))"

@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
     from numarun.supervisor.model import JobSpec, WorkerSpec
 
-# The lean interpreter's program: numarun's own directory first on the path (``-I -S``
-# leaves out site-packages and PYTHONPATH), then main(). argv: DIR FD, then the original
-# command line, which is only there to be read in ps.
-BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from numarun.supervisor.handoff import main; sys.exit(main())"  # noqa: E501
+# The lean interpreter's program: the planner's module path first (``-I -S`` would leave
+# out PYTHONPATH and site-packages, where numarun or what the supervisor imports may be;
+# nothing is imported from it that the supervisor does not use), then main(). argv: the
+# path as JSON, the job's descriptor, then the original command line, only for ps.
+BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from numarun.supervisor.handoff import main; sys.exit(main())"  # noqa: E501
 
 
 def supervise(
@@ -85,15 +86,16 @@ def exec_supervisor(
         os.write(fd, json.dumps(data).encode())
         os.lseek(fd, 0, os.SEEK_SET)
         home = os.path.dirname(os.path.dirname(os.path.abspath(numarun.__file__)))
+        path = json.dumps([home, *(p for p in sys.path if p and p != home)])
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", BOOT, home, str(fd), *sys.argv])
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", BOOT, path, str(fd), *sys.argv])
     except OSError:
         os.close(fd)
 
 
 def main() -> int:
-    """The lean supervisor: ``python -I -S -c BOOT DIR FD ...``."""
+    """The lean supervisor: ``python -I -S -c BOOT PATH FD ...``."""
     from numarun import procfs
     from numarun.__main__ import guarded
 
