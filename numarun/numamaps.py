@@ -23,10 +23,11 @@ truncated or odd. Nothing here raises on content: unknown tokens are ignored, a 
 an address is skipped, a count that is not a number is dropped, and a line with pages but no
 ``kernelpagesize_kB`` (cut off) is counted at the base page size.
 
-Speed matters (a JVM or a Python process with 60,000 mappings is ordinary):
-:func:`summarize` strips the address off every line with one regular expression over the
-whole text and counts identical remainders with :class:`collections.Counter` (both run in
-C); only the distinct remainders, usually a few hundred, are parsed in Python.
+Speed matters (a JVM or a Python process with 60,000 mappings is ordinary, and the watch
+reads every worker's file again and again): :func:`summarize` strips the address off every
+line with one regular expression over the whole text and counts identical remainders with
+``collections.Counter`` (both run in C, no Python code per line); only the
+distinct remainders, usually a few hundred, are parsed in Python.
 :func:`parse_mappings` keeps every mapping with its address and is for when that is needed.
 """
 
@@ -35,13 +36,13 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
 
 from numarun import cpulist
 from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 # Kinds of mapping, in display order. "shm" is shared memory (POSIX /dev/shm, SysV, memfd,
@@ -71,7 +72,7 @@ _SHM_PREFIXES = ("/dev/shm/", "/SYSV", "/memfd:", "/dev/zero")
 # Everything from the first blank of a line to its end: the line less its address. The
 # kernel starts every line with an address; a line without one yields junk that parses to
 # nothing harmful.
-_REMAINDER = re.compile(rb"(?m) .*$")
+_REMAINDER = re.compile(rb" [^\n]*")
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 _BASE_PAGE_KB = (os.sysconf("SC_PAGE_SIZE") // 1024) if hasattr(os, "sysconf") else 4
@@ -355,11 +356,12 @@ def summarize(data: bytes | str) -> Summary:
     its text.
     """
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    policies: dict[str, Policy] = {}
     # Addresses make every line unique; without them most lines of a big process repeat
     # ("default anon=1 dirty=1 active=0 N0=1 kernelpagesize_kB=4"), so count first.
+    counts = Counter(_REMAINDER.findall(raw))
+    policies: dict[str, Policy] = {}
     counted = []
-    for rest, count in Counter(_REMAINDER.findall(raw)).items():
+    for rest, count in counts.items():
         mapping = _parse_remainder(rest.decode("utf-8", "replace"), 0, policies)
         if mapping is not None:
             counted.append((mapping, count))

@@ -165,6 +165,16 @@ def name(pid: int, proc_root: str = PROC) -> str:
     return read_text(pid, "comm", proc_root).rstrip("\n")
 
 
+def set_own_name(name: str) -> None:
+    """Set this process's command name (``/proc/self/comm``, what ps and pgrep show); a
+    kernel that refuses is left as it is: the name is a courtesy."""
+    try:
+        with open(f"{PROC}/self/comm", "w", encoding="utf-8") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
+
+
 def cmdline(pid: int, proc_root: str = PROC) -> list[str]:
     """The argument vector; empty for kernel threads and zombies."""
     raw = read_text(pid, "cmdline", proc_root)

@@ -53,14 +53,14 @@ judge with); a report passes when none of its verdicts fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from numarun import cpulist
 from numarun.numamaps import JUDGED_KINDS, KINDS, Policy, Summary
 from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from numarun.topology import Topology
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"

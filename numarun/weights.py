@@ -181,19 +181,26 @@ def writable(nodes: list[int], root: str = "/") -> bool:
     return sysfs.interleave_writable(sysfs.Root(root), nodes)
 
 
-@contextlib.contextmanager
-def applied(value: str, topology: Topology, root: str = "/") -> Iterator[dict[int, int]]:
+def applied(
+    value: str, topology: Topology, root: str = "/"
+) -> contextlib.AbstractContextManager[dict[int, int]]:
     """The weights ``value`` asks for, in force while the block runs; restored after it.
 
     A job's ``weights = "bandwidth"``: refused (not root, no weighted interleave, no HMAT)
     on entering, before anything starts. On leaving, the nodes written get their previous
     weights back, and ``auto`` is turned on again where it was on.
     """
+    return applied_weights(wanted(value, topology, root), root)
+
+
+@contextlib.contextmanager
+def applied_weights(asked: Mapping[int, int], root: str = "/") -> Iterator[dict[int, int]]:
+    """:func:`applied` for weights already worked out (node -> weight): what the
+    supervisor that ``numarun run`` hands its job to uses, without the topology."""
     auto, before = current(root)
-    asked = wanted(value, topology, root)
     write(asked, root)
     try:
-        yield asked
+        yield dict(asked)
     finally:
         fs = sysfs.Root(root)
         for node in asked:

@@ -331,3 +331,30 @@ def test_cut_anywhere_never_crashes(cases: list[tuple[str, dict[str, object]]], 
     text = "\n".join(line for line, _ in cases)
     summarize(text[: len(text) - cut])
     parse_mappings(text[: len(text) - cut])
+
+
+# -- the fast paths against the plain ones ------------------------------------------------------
+
+
+def _every_readable_numa_maps() -> list[bytes]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/numa_maps", "rb") as f:
+                    out.append(f.read())
+            except OSError:
+                continue
+    return out
+
+
+def test_summary_is_the_per_mapping_parse_on_every_process_here() -> None:
+    # Real numa_maps, as many as this machine has: the fast summary (regex, counted
+    # remainders) agrees with parsing every line on its own.
+    texts = [t for t in _every_readable_numa_maps() if t]
+    assert texts, "no readable numa_maps on this machine"
+    for data in texts:
+        fast = summarize(data)
+        slow = numamaps.summarize_mappings(parse_mappings(data.decode("utf-8", "replace")))
+        assert fast == slow
+        assert fast.mappings == data.count(b"\n")

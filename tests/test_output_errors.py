@@ -218,7 +218,11 @@ def _env(runtime: Path) -> dict[str, str]:
 def _workers(pid: int, count: int) -> list[psutil.Process]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        found = [p for p in psutil.Process(pid).children() if p.name() == "sh"]
+        found = [
+            p
+            for p in psutil.Process(pid).children()
+            if p.name() == "sh" and "numarun-guardian" not in p.cmdline()  # the guardian is sh too
+        ]
         if len(found) == count:
             return found
         time.sleep(0.05)

@@ -47,6 +47,10 @@ def test_the_built_wheel_runs(tmp_path: Path) -> None:
     assert "numarun/py.typed" in names
     assert "numarun/commands/prefix.py" in names
     assert "numarun/policies/bind.toml" in names
+    # The numarun command: bin/numarun, its first line for pip to point at the interpreter.
+    (script,) = [n for n in names if n.endswith(".data/scripts/numarun")]
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read(script).startswith(b"#!python\n")
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
     for argv in (["topology", "--json"], ["policies"], ["-m", "0", "--", "true"]):
         done = subprocess.run(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
 
 from numarun.errors import CheckFailedError, ProcessError, UnknownResourceError, UsageError
 
 TYPE_CHECKING = False  # typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     import typer
 
     from numarun.numastat import NodeMemory
@@ -172,10 +173,10 @@ def placement(
         memory = numastat.machine(root)
         reports, exited = _gather(pids, topology, memory, check=check)
         if as_json:
-            import json
+            from numarun import jsontext  # json itself imports re and enum: ms per run
 
             data = {"time": round(time.time(), 3), "processes": [_json(r) for r in reports]}
-            write(json.dumps(data, indent=None if watch else 1) + "\n")
+            write(jsontext.dumps(data, indent=None if watch else 1) + "\n")
         else:
             write("\n".join(render(r, sorted(memory)) for r in reports))
         if check:
@@ -345,7 +346,7 @@ def show_numastat(as_json: bool = False, root: str = "/") -> None:
     _sysfs_root(root)
     machine = numastat.machine(root)
     if as_json:
-        import json
+        from numarun import jsontext
 
         data = {
             "nodes": {
@@ -353,7 +354,7 @@ def show_numastat(as_json: bool = False, root: str = "/") -> None:
                 for n, m in machine.items()
             }
         }
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        sys.stdout.write(jsontext.dumps(data) + "\n")
         return
     nodes = sorted(machine)
     head = f"{'':<16}" + "".join(f"{'Node ' + str(n):>14}" for n in nodes) + f"{'Total':>14}"
@@ -432,7 +433,7 @@ def migrate(
     b, a = before.summary.node_bytes(), after.summary.node_bytes()
     nodes = sorted(set(b) | set(a) | set(topology.nodes))
     if as_json:
-        import json
+        from numarun import jsontext
 
         data = {
             "pid": pid,
@@ -443,7 +444,7 @@ def migrate(
             "before": _json(before),
             "after": _json(after),
         }
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        sys.stdout.write(jsontext.dumps(data) + "\n")
         return 0
     done = (
         f"moved pages from {_nodes(from_nodes)} to {_nodes(to_nodes)} in {took:.2f} s"

@@ -21,10 +21,7 @@ from numarun.errors import KernelRefusedError, NumarunError, ProcessError, StopT
 from numarun.options import typer_option
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from numarun.supervisor.state import JobState
-    from numarun.topology import Topology
 
 RUN_HELP = (
     "Start every worker of a job spec placed as planned, keep them alive, stop them cleanly. "
@@ -46,11 +43,19 @@ def run_job(
     name: str | None = None,
     colour: bool | None = None,
     state_dir: str | None = None,
+    hand_off: bool = False,
 ) -> int:
+    """Plan ``spec_file`` on this machine and supervise the job until it ends.
+
+    With ``hand_off`` (the ``numarun run`` command), the supervising is done by a lean
+    interpreter this process execs into once the job is planned, so that pydantic and typer
+    do not stay in memory for as long as the job runs (see
+    :mod:`numarun.supervisor.handoff`); it returns only where that exec failed.
+    """
     from numarun import preflight
     from numarun.plan import plan_job
     from numarun.spec import load_spec
-    from numarun.supervisor import PrefixPrinter, Supervisor
+    from numarun.supervisor import handoff
     from numarun.supervisor.fromplan import job_from_plan
     from numarun.topology import read_topology
 
@@ -63,27 +68,14 @@ def run_job(
     job = job_from_plan(plan, name)
     if colour is None and os.environ.get("NO_COLOR"):
         colour = False
-    printer = PrefixPrinter(job.workers, colour=colour)
-    supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
-    # start() checks every worker, the state directory and the job's name before the
-    # first spawn; the job's interleave weights, written first, are restored on any exit.
-    with _job_weights(spec.weights, topology), supervisor.handle_signals():
-        supervisor.start()
-        result = supervisor.run()
-    if not result.ok:
-        raise result.error()
-    return 0
+    weights = None
+    if spec.weights is not None:  # refused here (no HMAT, a node it has not) before any start
+        from numarun import weights as interleave
 
-
-def _job_weights(value: str | None, topology: Topology) -> AbstractContextManager[object]:
-    """The job's ``weights`` in force while it runs (refused before anything starts)."""
-    import contextlib
-
-    if value is None:
-        return contextlib.nullcontext()
-    from numarun import weights
-
-    return weights.applied(value, topology)
+        weights = interleave.wanted(spec.weights, topology)
+    if hand_off:
+        handoff.exec_supervisor(job, colour=colour, state_dir=state_dir, weights=weights)
+    return handoff.supervise(job, colour=colour, state_dir=state_dir, weights=weights)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -289,7 +281,7 @@ def register(app: typer.Typer) -> None:
         name: str | None = typer_option("name"),
         colour: bool | None = typer_option("colour"),
     ) -> None:
-        raise typer.Exit(run_job(spec_file, name=name, colour=colour))
+        raise typer.Exit(run_job(spec_file, name=name, colour=colour, hand_off=True))
 
     @app.command("status", help=STATUS_HELP)
     def status_command(

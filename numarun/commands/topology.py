@@ -72,10 +72,9 @@ def show(
         print(f"saved the topology of {topology.source} to {save}", file=sys.stderr)
         return
     if as_json:
-        import json
+        from numarun import jsontext  # json itself imports re and enum: ms per run
 
-        json.dump(topology.to_dict(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        sys.stdout.write(jsontext.dumps(topology.to_dict()) + "\n")
         return
     from numarun import render
 

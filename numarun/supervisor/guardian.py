@@ -13,63 +13,46 @@ reaches processes that left their process group, then removes the cgroup), remov
 job's state file, and exits. On a clean exit the supervisor has
 already reaped every group, so the guardian has nothing to kill.
 
-The guardian is ``python -I -S`` running :data:`GUARDIAN_CODE` (no site, no numarun
-import: ~10 ms once per job, a few MB of memory).
+The guardian is ``/bin/sh`` running :data:`GUARDIAN_SH` (about 2 MB of memory; a Python
+interpreter, even ``python -I -S``, is some 9 MB, as much again as the rest of the job's
+overhead). It keeps the groups as a space-separated list, ignores lines that are not
+``+N`` or ``-N``, and uses only the shell's builtins until the end (``kill`` among them),
+then ``rmdir``, ``sleep`` and ``rm`` for the clean-up.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
-GUARDIAN_CODE = r"""
-import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.signal(signal.SIGHUP, signal.SIG_IGN)
-groups = set()
-rest = b""
-while True:
-    try:
-        data = os.read(0, 65536)
-    except InterruptedError:
-        continue
-    if not data:
-        break
-    lines = (rest + data).split(b"\n")
-    rest = lines.pop()
-    for line in lines:
-        if line[:1] == b"+":
-            groups.add(int(line[1:]))
-        elif line[:1] == b"-":
-            groups.discard(int(line[1:]))
-cgroup = sys.argv[2] if sys.argv[1:2] == ["--cgroup"] else None
-files = sys.argv[3:] if cgroup else sys.argv[1:]
-if cgroup:
-    try:
-        with open(cgroup + "/cgroup.kill", "w") as f:
-            f.write("1")
-    except OSError:
-        pass
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-if cgroup:
-    for _ in range(200):
-        try:
-            os.rmdir(cgroup)
-            break
-        except FileNotFoundError:
-            break
-        except OSError:
-            time.sleep(0.01)
-for path in files:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+SHELL = "/bin/sh"
+
+# argv: $0 (its name in ps), then optionally --cgroup DIR, then the files to remove.
+GUARDIAN_SH = r"""
+trap '' INT HUP
+PATH=/usr/bin:/bin:/usr/sbin:/sbin
+cgroup=
+if [ "${1-}" = --cgroup ]; then cgroup=$2; shift 2; fi
+groups=" "
+while IFS= read -r line; do
+  g=${line#?}
+  case $g in ''|*[!0-9]*) continue ;; esac
+  case $line in
+    +*) case $groups in *" $g "*) ;; *) groups="$groups$g " ;; esac ;;
+    -*) case $groups in *" $g "*) groups="${groups%%" $g "*} ${groups#*" $g "}" ;; esac ;;
+  esac
+done
+if [ -n "$cgroup" ]; then { echo 1 >"$cgroup/cgroup.kill"; } 2>/dev/null; fi
+for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+if [ -n "$cgroup" ]; then
+  n=0
+  while [ "$n" -lt 200 ] && [ -e "$cgroup" ]; do
+    rmdir -- "$cgroup" 2>/dev/null && break
+    sleep 0.01
+    n=$((n + 1))
+  done
+fi
+for path; do rm -f -- "$path" 2>/dev/null; done
 """
 
 
@@ -81,7 +64,7 @@ class Guardian:
         args = ["--cgroup", cgroup] if cgroup else []
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", GUARDIAN_CODE, *args, *(cleanup or [])],
+                [SHELL, "-c", GUARDIAN_SH, "numarun-guardian", *args, *(cleanup or [])],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
