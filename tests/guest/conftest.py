@@ -46,7 +46,10 @@ import numactl_suite  # noqa: E402
 import numavm  # noqa: E402  (needs HERE on sys.path)
 from inguest import RESULT_PREFIX  # noqa: E402
 
-SHAPE_NAMES = tuple(numavm.SHAPES)  # ("2n2c2t", "4n1c2t")
+SHAPE_NAMES = tuple(numavm.SHAPES)  # ("2n2c2t", "4n1c2t", "tier2n")
+# The shapes the `guest` fixture runs every general test in; tier2n (6.12, HMAT, CPU-less
+# nodes, PCI devices) runs only its own checks and tests (guest_tier2n).
+GENERAL_SHAPES = tuple(name for name, shape in numavm.SHAPES.items() if shape.general)
 
 
 def _policy() -> str:
@@ -102,7 +105,7 @@ class GuestPool:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, len(SHAPE_NAMES)), thread_name_prefix="numavm"
         )
-        self._setup_error: str | None = None
+        self._setup_errors: dict[numavm.Kernel, str] = {}  # a kernel that could not be set up
         self._setup_done = False
         self._guest_env: dict[str, str] = {}  # what the host prepared for the checks
 
@@ -111,18 +114,23 @@ class GuestPool:
         if self._setup_done:
             return
         self._setup_done = True
-        try:
-            numavm.setup()
-        except numavm.GuestUnavailableError as exc:
-            self._setup_error = str(exc)
+        # Each wanted shape's kernel; a missing 6.12 kernel fails only tier2n's tests.
+        for name in sorted(self.wanted) or ["2n2c2t"]:
+            kernel = numavm.get_shape(name).kernel
+            if kernel in self._setup_errors:
+                continue
+            try:
+                numavm.setup(kernel=kernel)
+            except numavm.GuestUnavailableError as exc:
+                self._setup_errors[kernel] = str(exc)
         # numactl's own test scripts: fetched on the host (the guest has no network); when
         # they cannot be, their tests fail (or skip) with numactl_suite.fetch()'s reason.
         with contextlib.suppress(numactl_suite.FetchError):
             self._guest_env[numactl_suite.ENV_DIR] = str(numactl_suite.fetch())
 
     def _boot(self, shape: numavm.Shape) -> GuestReport:
-        if self._setup_error:
-            raise _UnavailableError(self._setup_error)
+        if shape.kernel in self._setup_errors:
+            raise _UnavailableError(self._setup_errors[shape.kernel])
         # The project's interpreter by its real path (a pyenv shim would cost ~13 s in the
         # guest); the checkout first on sys.path so checks exercise this tree's numarun.
         argv = [sys.executable, str(HERE / "inguest.py"), "--shape", shape.name]
@@ -269,9 +277,9 @@ def guest_reports(guest_pool: GuestPool) -> Callable[[str], GuestReport]:
     return guest_pool.report
 
 
-@pytest.fixture(scope="session", params=SHAPE_NAMES)
+@pytest.fixture(scope="session", params=GENERAL_SHAPES)
 def guest(request: pytest.FixtureRequest, guest_pool: GuestPool) -> GuestReport:
-    """Each standard shape in turn: tests using it run once per shape."""
+    """Each general shape in turn (not tier2n): tests using it run once per shape."""
     return guest_pool.report(str(request.param))
 
 
@@ -285,3 +293,11 @@ def guest_2n2c2t(guest_pool: GuestPool) -> GuestReport:
 def guest_4n1c2t(guest_pool: GuestPool) -> GuestReport:
     """4 nodes x 1 core x 2 threads, 512 MiB per node: CPUs 2i, 2i+1 on node i."""
     return guest_pool.report("4n1c2t")
+
+
+@pytest.fixture(scope="session")
+def guest_tier2n(guest_pool: GuestPool) -> GuestReport:
+    """Linux 6.12 with ACPI HMAT: CPU nodes 0 (CPUs 0-1) and 1 (CPUs 2-3), CPU-less nodes 2
+    (near 0) and 3 (near 1), 512 MiB each; a display device on each CPU node, eth0 and vda
+    on node 1 (numavm.TIER2N)."""
+    return guest_pool.report("tier2n")
