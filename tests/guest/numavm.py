@@ -60,8 +60,9 @@ EXEC_MARKER = b"numarun-vm: exec"
 # Modules the initramfs needs; modprobe resolves their dependencies from the kernel package.
 # virtio_rng feeds the guest's entropy pool so nothing in it waits on getrandom().
 GUEST_MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_rng")
-# A shape with PCI devices also needs their drivers, so that the NIC is eth0 and the disk vda.
-DEVICE_MODULES = ("virtio_net", "virtio_blk")
+# A shape with PCI devices also needs their drivers, so that the NIC is eth0 and the disk vda,
+# and a file system for that disk (numactl's file: names the block device holding a file).
+DEVICE_MODULES = ("virtio_net", "virtio_blk", "ext4")
 
 # virtio-serial port names the init looks up under /sys/class/virtio-ports/*/name.
 PORT_STDOUT = "numarun.stdout"

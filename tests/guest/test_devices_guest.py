@@ -1,0 +1,145 @@
+"""Device-local placement (issue 17) in the tier2n guest: real PCI devices on real nodes.
+
+numavm.TIER2N: a display device (class 0x03) on each CPU node, gpu 0 = 0000:21:01.0 on node
+0 and gpu 1 = 0000:41:01.0 on node 1; eth0 (0000:41:02.0) and vda (0000:41:03.0) on node 1.
+Node 0 has CPUs 0-1, node 1 CPUs 2-3. The launched command's CPUs are the kernel's word
+(/proc/PID/status), with numactl --show beside it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numavm
+import pytest
+
+if TYPE_CHECKING:  # conftest is pytest's to import; only the type is needed here
+    from conftest import GuestReport
+
+SHAPE = numavm.TIER2N
+GPU0, GPU1, NIC, DISK = (numavm.device_address(d) for d in SHAPE.devices)
+
+
+def _cpus(node: int) -> str:
+    cpus = SHAPE.node_cpus(node)
+    return f"{cpus[0]}-{cpus[-1]}"
+
+
+def test_tier2n_devices_are_where_the_harness_put_them(guest_tier2n: GuestReport) -> None:
+    fs = guest_tier2n.check("tier_sysfs")
+    assert (GPU0, GPU1, NIC, DISK) == (
+        "0000:21:01.0",
+        "0000:41:01.0",
+        "0000:41:02.0",
+        "0000:41:03.0",
+    )
+    devices = fs["devices"]
+    assert devices[GPU0] == {"class": "0x038000", "node": 0}
+    assert devices[GPU1] == {"class": "0x038000", "node": 1}
+    assert devices[NIC] == {"class": "0x020000", "node": 1}
+    assert devices[DISK] == {"class": "0x010000", "node": 1}
+    assert f"/{NIC}/" in fs["device_paths"]["eth0"]
+    assert f"/{DISK}/" in fs["device_paths"]["vda"]
+
+
+def test_topology_lists_the_devices_with_names_and_nodes(guest_tier2n: GuestReport) -> None:
+    devices = {d["pci"]: d for d in guest_tier2n.check("tier_topology")["devices"]}
+    fs = guest_tier2n.check("tier_sysfs")["devices"]
+    for pci, kind, names, node in (
+        (GPU0, "gpu", [], 0),
+        (GPU1, "gpu", [], 1),
+        (NIC, "net", ["eth0"], 1),
+        (DISK, "block", ["vda"], 1),
+    ):
+        got = devices[pci]
+        assert (got["kind"], got["names"], got["node"], got["class"]) == (
+            kind, names, node, fs[pci]["class"],
+        ), got  # fmt: skip
+    assert [devices[p].get("gpu") for p in (GPU0, GPU1)] == [0, 1]  # PCI order, no driver
+    # Bridges are no devices; the root bus's devices have no node (numa_node -1 there).
+    assert "0000:20:00.0" not in devices and "0000:40:00.0" not in devices
+    assert all(d["node"] is None for p, d in devices.items() if p.startswith("0000:00:"))
+
+
+EXPECTED = {
+    "gpu:0": (0, f"gpu 0 ({GPU0}), on node 0"),
+    "gpu:1": (1, f"gpu 1 ({GPU1}), on node 1"),
+    "pci:0000:21:01.0": (0, f"gpu 0 ({GPU0}), on node 0"),
+    "pci:41:02.0": (1, f"eth0 ({NIC}), on node 1"),
+    "netdev:eth0": (1, f"eth0 ({NIC}), on node 1"),
+    "block:vda": (1, f"vda ({DISK}), on node 1"),
+    "ip:192.0.2.7": (1, f"eth0 ({NIC}), on node 1"),
+    "file:/mnt/numarun-vda/data": (1, f"vda ({DISK}), on node 1"),
+}
+
+
+def _specs(guest: GuestReport) -> dict[tuple[str, ...], dict[str, Any]]:
+    got = guest.check("devices_specs")
+    failed = {k: v for k, v in got["prepare"].items() if v["rc"] != 0}
+    assert not failed, failed  # eth0's address, vda's file system
+    return {tuple(s["options"]): s for s in got["specs"]}
+
+
+@pytest.mark.parametrize("spec", sorted(EXPECTED))
+def test_device_spec_runs_the_command_on_the_devices_node(
+    guest_tier2n: GuestReport, spec: str
+) -> None:
+    node, why = EXPECTED[spec]
+    got = _specs(guest_tier2n)[("-N", spec)]
+    assert got["launched"]["rc"] == 0, got["launched"]
+    assert got["fields"]["Cpus_allowed_list"] == _cpus(node)
+    assert got["fields"]["nodebind"] == str(node)
+    assert got["fields"]["physcpubind"] == " ".join(map(str, SHAPE.node_cpus(node)))
+    assert got["explain"]["rc"] == 0, got["explain"]
+    assert f"node {node}: -N {spec} is {why}" in got["explain"]["stdout"], got["explain"]
+
+
+def test_bind_near_a_nic_binds_cpus_and_memory_there(guest_tier2n: GuestReport) -> None:
+    got = _specs(guest_tier2n)[("--policy", "bind", "--nodes", "netdev:eth0")]
+    assert got["launched"]["rc"] == 0, got["launched"]
+    assert got["fields"]["Cpus_allowed_list"] == _cpus(1)
+    assert (got["fields"]["policy"], got["fields"]["membind"]) == ("bind", "1")
+    assert f"--nodes netdev:eth0 is eth0 ({NIC}), on node 1" in got["explain"]["stdout"]
+
+
+def test_per_gpu_plan_puts_each_worker_on_its_gpus_node(guest_tier2n: GuestReport) -> None:
+    plan = guest_tier2n.check("devices_per_gpu_job")["plan"]
+    assert plan["run"]["rc"] == 0, plan["run"]
+    assert [
+        (w["process"], w["gpu"], w["node"], w["cpus"], w["device"]) for w in plan["workers"]
+    ] == [
+        ("trainer", 0, 0, "0-1", f"gpu 0 ({GPU0})"),
+        ("trainer", 1, 1, "2-3", f"gpu 1 ({GPU1})"),
+        ("nic", None, 1, "2-3", f"eth0 ({NIC})"),
+    ]
+    assert f"gpu 1 ({GPU1})" in plan["text"]["stdout"], plan["text"]
+
+
+def test_per_gpu_run_gives_each_worker_its_gpu(guest_tier2n: GuestReport) -> None:
+    got = guest_tier2n.check("devices_per_gpu_job")
+    assert got["run"]["rc"] == 0, got["run"]
+    trainers = sorted(
+        (w for w in got["workers"] if w["args"][:1] == ["--gpu"]), key=lambda w: w["args"]
+    )
+    assert len(trainers) == 2, got
+    for gpu, worker in enumerate(trainers):
+        assert worker["args"] == ["--gpu", str(gpu)]  # {gpu} in argv
+        assert worker["cpus"] == _cpus(gpu)  # gpu N is on node N
+        assert worker["policy"] == f"bind:{gpu}"
+        assert set(worker["pages"]) == {str(gpu)}
+        # bochs-display is neither NVIDIA's nor AMD's: both variables, no CUDA_DEVICE_ORDER;
+        # {gpu} in the spec's env too.
+        assert worker["env"] == {
+            "CUDA_VISIBLE_DEVICES": str(gpu),
+            "ROCR_VISIBLE_DEVICES": str(gpu),
+            "PROBE_GPU": f"gpu{gpu}",
+        }
+
+
+def test_near_a_nic_runs_the_worker_on_its_node(guest_tier2n: GuestReport) -> None:
+    got = guest_tier2n.check("devices_per_gpu_job")
+    near = [w for w in got["workers"] if w["args"] == ["near"]]
+    assert len(near) == 1, got
+    assert near[0]["cpus"] == _cpus(1)
+    assert near[0]["policy"] == "bind:1"
+    assert "CUDA_VISIBLE_DEVICES" not in near[0]["env"]
