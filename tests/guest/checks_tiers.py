@@ -210,6 +210,7 @@ def tier_topology(ctx: Context) -> JSONDict:
         "nodes": [{k: n.get(k) for k in keep} for n in data.get("nodes", [])],
         "weighted_interleave": data.get("weighted_interleave"),
         "demotion_enabled": data.get("demotion_enabled"),
+        "identity": data.get("identity"),
         "devices": data.get("devices"),
         "run": got["run"],
         "drawing": slim(drawing, 4000),
@@ -256,8 +257,9 @@ def tier_weights(ctx: Context) -> JSONDict:
     finally:
         result["even"], *rest = [h.release() for h in holders]
         result["weighted"] = rest[0] if rest else None
-    result["reset"] = json_run(ctx, "weights", "--reset", "--json")
-    result["after_reset"] = kernel_weights()
+        # Whatever happened above: the weights are global, and tier_job starts from 1:1.
+        result["reset"] = json_run(ctx, "weights", "--reset", "--json")
+        result["after_reset"] = kernel_weights()
     return result
 
 

@@ -69,6 +69,8 @@ def test_topology_tiers_access_weights_equal_sysfs(guest_tier2n: GuestReport) ->
     assert fs["weights_auto"] is None
     assert topo["weighted_interleave"] == {"auto": None, "weights": fs["weights"]}
     assert topo["demotion_enabled"] is False
+    # The guest boots with numa_balancing=disable: mode 0 (2 would be memory tiering).
+    assert topo["identity"]["numa_balancing_mode"] == int(fs["numa_balancing"]) == 0
 
 
 def test_topology_drawing_shows_tier_and_bandwidth(guest_tier2n: GuestReport) -> None:
