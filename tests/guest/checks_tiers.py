@@ -325,6 +325,49 @@ def tier_job(ctx: Context) -> JSONDict:
 
 
 # --------------------------------------------------------------------------------------------
+# Demotion: bound pages that reclaim moved to a lower tier
+
+
+DEMOTION = Path("/sys/kernel/mm/numa/demotion_enabled")
+DEMOTE_MB = 544  # more than node 0's 502 MiB: reclaim must demote some of it to node 2
+
+
+def _vmstat_demoted() -> int:
+    with open("/proc/vmstat") as f:
+        return sum(int(v) for k, v in (line.split() for line in f) if k.startswith("pgdemote_"))
+
+
+def _placement(ctx: Context, pid: int) -> JSONDict:
+    run = ctx.run(ctx.numarun_argv("placement", "--json", "--check", str(pid)), timeout=180)
+    try:
+        proc = json.loads(run["stdout"])["processes"][0]
+    except (ValueError, KeyError, IndexError):
+        return {"rc": run["rc"], "stderr": run["stderr"][-700:], "stdout": run["stdout"][-1500:]}
+    keep = ("status", "verdicts")
+    return {"rc": run["rc"], "stderr": run["stderr"][-700:]} | {k: proc.get(k) for k in keep}
+
+
+@check(shapes=("tier2n",))
+def tier_demotion(ctx: Context) -> JSONDict:
+    """With demotion_enabled, a process bound to node 0 that asks for more than node 0 holds
+    has some pages demoted to node 2 by reclaim (the kernel's pgdemote counters); numarun
+    placement names that demotion while it is enabled and fails the pages once it is not."""
+    result: JSONDict = {"mb": DEMOTE_MB, "demoted_before": _vmstat_demoted()}
+    DEMOTION.write_text("true\n")
+    holder = None
+    try:
+        holder = Holder(ctx, numarun_fast(ctx, "--policy", "bind", "--nodes", "0", "--"), DEMOTE_MB)
+        result["demoted_after"] = _vmstat_demoted()
+        result["enabled"] = _placement(ctx, holder.proc.pid)
+        DEMOTION.write_text("false\n")
+        result["disabled"] = _placement(ctx, holder.proc.pid)
+    finally:
+        DEMOTION.write_text("false\n")
+        result["holder"] = holder.release() if holder else None
+    return result
+
+
+# --------------------------------------------------------------------------------------------
 # The 6.1 guest: no weighted interleave, refused in one line
 
 

@@ -195,6 +195,34 @@ def test_preferred_many_over_the_pair_fills_dram_first(guest_tier2n: GuestReport
         assert _share(report, node) >= 0.99, report  # room on DRAM: nothing spills to CXL
 
 
+# -- demotion: bound pages on a lower tier ---------------------------------------------------
+
+
+def test_demoted_pages_are_named_while_demotion_is_on(guest_tier2n: GuestReport) -> None:
+    got = guest_tier2n.check("tier_demotion")
+    report = got["holder"]["report"]
+    assert report is not None, got["holder"]
+    assert report["policy"] == "bind:0"
+    assert sum(report["pages"].values()) >= got["mb"] * 256
+    # More than node 0 holds: reclaim demoted the rest to node 0's lower tier, node 2.
+    assert set(report["pages"]) == {"0", "2"}, report
+    assert report["pages"]["2"] > 0
+    assert got["demoted_after"] - got["demoted_before"] >= report["pages"]["2"] * 0.5, got
+    enabled = got["enabled"]
+    assert enabled["rc"] == 0 and enabled["status"] == "pass", enabled
+    bound = next(v for v in enabled["verdicts"] if v["policy"] == "bind:0")
+    assert "demoted to a lower tier" in bound["message"], bound
+    assert "demotion_enabled = true" in bound["message"], bound
+
+
+def test_pages_off_their_bound_node_fail_without_demotion(guest_tier2n: GuestReport) -> None:
+    disabled = guest_tier2n.check("tier_demotion")["disabled"]
+    assert disabled["status"] == "fail", disabled
+    assert disabled["rc"] == 10, disabled  # --check
+    bound = next(v for v in disabled["verdicts"] if v["policy"] == "bind:0")
+    assert "outside" in bound["message"] and "demoted" not in bound["message"], bound
+
+
 # -- Linux 6.1 (2n2c2t): refused, one line, the catalogue's code ----------------------------
 
 
