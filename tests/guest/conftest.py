@@ -10,7 +10,9 @@ one JSON object; tests receive a :class:`GuestReport` and assert on ``report.che
         assert guest.check("numactl_hardware")["available"] == guest.shape.nodes
 
 Boots of all the shapes the selected tests need start together on first use (they run
-side by side, one host CPU each under TCG).
+side by side, one host CPU each under TCG). ``guest`` runs a test in each general shape
+(2n2c2t, 4n1c2t); ``guest_tier2n`` is the Linux 6.12 HMAT + CXL + PCI-device guest, which
+runs only the checks registered for it.
 
 Selection and policy (environment variable NUMARUN_GUEST):
 - guest tests carry the ``guest`` marker and run when asked for: ``pytest tests/guest``,
@@ -77,8 +79,9 @@ class GuestReport:
             )
             pytest.fail(
                 f"check {name!r} did not run in the {self.shape.name} guest "
-                f"(not registered in inguest.py / checks_*.py, or min_nodes > "
-                f"{self.shape.nodes}); ran: {', '.join(self.checks)}{broken}",
+                f"(not registered in inguest.py / checks_*.py, min_nodes > "
+                f"{self.shape.nodes}, or shapes= names others); ran: "
+                f"{', '.join(self.checks)}{broken}",
                 pytrace=False,
             )
         if "error" in entry:
