@@ -2,11 +2,11 @@
 
 tier2n (numavm.TIER2N) puts a display device (class 0x03, numarun's "GPU") on each CPU
 node through PCI expander bridges, gpu 0 at 0000:21:01.0 on node 0 and gpu 1 at
-0000:41:01.0 on node 1, and on node 1 a virtio NIC (eth0, no backend) and a virtio disk
-(vda). The checks give eth0 an address (for ``ip:``) and vda a file system (for ``file:``),
-launch commands near each device and run a ``per-gpu`` job; the commands report what the
-kernel says about them (``/proc/PID/status``, ``numactl --show``). Tests:
-test_devices_guest.py.
+0000:41:01.0 on node 1; on node 1 a virtio NIC (eth0, no backend) and a virtio disk (vda);
+on CPU-less node 2 a virtio-rng (0000:61:01.0). The checks give eth0 an address (for
+``ip:``) and vda a file system (for ``file:``), launch commands near each device and run a
+``per-gpu`` job; the commands report what the kernel says about them (``/proc/PID/status``,
+``numactl --show``). Tests: test_devices_guest.py.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ SPECS = (
     ("-N", f"ip:{ADDRESS}"),
     ("-N", f"file:{MOUNT}/data"),
     ("--policy bind --nodes", "netdev:eth0"),  # CPUs and memory both from the NIC's node
+    ("-N", "pci:0000:61:01.0"),  # the virtio-rng on CPU-less node 2: the nearest with CPUs
+    ("-N", "pci:0000:00:02.0"),  # the 9p device: numa_node -1, unknown
 )
 
 

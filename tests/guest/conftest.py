@@ -242,16 +242,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = set(map(id, guest_items))
         items[:] = [item for item in items if id(item) not in kept]
         config.stash[_DESELECTED_KEY] = len(guest_items)
-        return
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The shapes to boot: those of the guest tests left after -k, -m and --deselect (a
+    boot costs minutes; a test deselected by keyword must not start one)."""
     wanted: set[str] = set()
-    for item in guest_items:
+    for item in session.items:
+        if not _in_guest_dir(Path(item.path)):
+            continue
         callspec = getattr(item, "callspec", None)
         for fixture in getattr(item, "fixturenames", ()):
             if fixture == "guest" and callspec is not None and "guest" in callspec.params:
                 wanted.add(str(callspec.params["guest"]))
             elif fixture.startswith("guest_") and fixture[6:] in SHAPE_NAMES:
                 wanted.add(fixture[6:])
-    config.stash[_WANTED_KEY] = wanted
+    session.config.stash[_WANTED_KEY] = wanted
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -162,7 +162,9 @@ KERNEL_6_12 = Kernel("6.12.117+deb12-amd64", GUEST_MODULES + DEVICE_MODULES)
 class PciDevice:
     """A PCI device QEMU puts behind the expander bridge of NUMA node ``node``."""
 
-    kind: str  # "display" (bochs-display, class 0x03), "net" (virtio-net), "block" (virtio-blk)
+    # "display" (bochs-display, class 0x03), "net" (virtio-net), "block" (virtio-blk),
+    # "rng" (virtio-rng: a device of no kind numarun names)
+    kind: str
     node: int
     slot: int  # its device number on the bridge's bus
 
@@ -172,6 +174,8 @@ class PciDevice:
             return ["-device", f"bochs-display,{at}"]
         if self.kind == "net":  # no netdev: no backend, nothing leaves the guest
             return ["-device", f"virtio-net-pci,{at}"]
+        if self.kind == "rng":
+            return ["-device", f"virtio-rng-pci,{at}"]
         if self.kind == "block":
             disk = job / f"disk{self.node}-{self.slot}.img"
             with disk.open("wb") as f:
@@ -288,8 +292,9 @@ class Shape:
 
 # tier2n: the tiered-memory and device-placement machine of issues 13 and 17. Two sockets
 # (1 core x 2 threads each: TCG on a two-core host), each with its own CXL-like node (2 near
-# 0, 3 near 1) and HMAT; a display device ("GPU") on each CPU node, and on node 1 a NIC
-# (eth0) and a disk (vda).
+# 0, 3 near 1) and HMAT; a display device ("GPU") on each CPU node, on node 1 a NIC (eth0)
+# and a disk (vda), and a virtio-rng on CPU-less node 2 (a device with no OS name: a second
+# NIC there was probed first and took eth0 from node 1's).
 TIER2N = Shape(
     2, 1, 2, 512, memnodes=2, hmat=True, kernel=KERNEL_6_12, label="tier2n",
     devices=(
@@ -297,6 +302,7 @@ TIER2N = Shape(
         PciDevice("display", 1, 1),
         PciDevice("net", 1, 2),
         PciDevice("block", 1, 3),
+        PciDevice("rng", 2, 1),
     ),
 )  # fmt: skip
 SHAPES: dict[str, Shape] = {s.name: s for s in (Shape(2, 2, 2), Shape(4, 1, 2), TIER2N)}

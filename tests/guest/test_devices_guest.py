@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # conftest is pytest's to import; only the type is needed her
     from conftest import GuestReport
 
 SHAPE = numavm.TIER2N
-GPU0, GPU1, NIC, DISK = (numavm.device_address(d) for d in SHAPE.devices)
+GPU0, GPU1, NIC, DISK, RNG = (numavm.device_address(d) for d in SHAPE.devices)
+ROOT_BUS = "0000:00:02.0"  # the 9p device on the root bus: numa_node -1
 
 
 def _cpus(node: int) -> str:
@@ -27,18 +28,22 @@ def _cpus(node: int) -> str:
 
 def test_tier2n_devices_are_where_the_harness_put_them(guest_tier2n: GuestReport) -> None:
     fs = guest_tier2n.check("tier_sysfs")
-    assert (GPU0, GPU1, NIC, DISK) == (
+    assert (GPU0, GPU1, NIC, DISK, RNG) == (
         "0000:21:01.0",
         "0000:41:01.0",
         "0000:41:02.0",
         "0000:41:03.0",
+        "0000:61:01.0",
     )
     devices = fs["devices"]
     assert devices[GPU0] == {"class": "0x038000", "node": 0}
     assert devices[GPU1] == {"class": "0x038000", "node": 1}
     assert devices[NIC] == {"class": "0x020000", "node": 1}
     assert devices[DISK] == {"class": "0x010000", "node": 1}
+    assert devices[RNG] == {"class": "0x00ff00", "node": 2}  # a node without CPUs
+    assert devices[ROOT_BUS]["node"] == -1
     assert f"/{NIC}/" in fs["device_paths"]["eth0"]
+    assert set(fs["device_paths"]) == {"eth0", "vda"}
     assert f"/{DISK}/" in fs["device_paths"]["vda"]
 
 
@@ -50,6 +55,7 @@ def test_topology_lists_the_devices_with_names_and_nodes(guest_tier2n: GuestRepo
         (GPU1, "gpu", [], 1),
         (NIC, "net", ["eth0"], 1),
         (DISK, "block", ["vda"], 1),
+        (RNG, "other", [], 2),
     ):
         got = devices[pci]
         assert (got["kind"], got["names"], got["node"], got["class"]) == (
@@ -92,6 +98,29 @@ def test_device_spec_runs_the_command_on_the_devices_node(
     assert got["fields"]["physcpubind"] == " ".join(map(str, SHAPE.node_cpus(node)))
     assert got["explain"]["rc"] == 0, got["explain"]
     assert f"node {node}: -N {spec} is {why}" in got["explain"]["stdout"], got["explain"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "warning"),
+    [
+        (
+            f"pci:{RNG}",
+            f"pci {RNG} is on node 2, which has no CPUs; using the nearest node with CPUs, 0",
+        ),
+        (f"pci:{ROOT_BUS}", f"NUMA node of pci {ROOT_BUS} (numa_node is -1); using node 0"),
+    ],
+)
+def test_device_without_a_cpu_node_runs_on_node_0_with_one_warning(
+    guest_tier2n: GuestReport, spec: str, warning: str
+) -> None:
+    # Node 2 is 24 from node 0 and 30 from node 1: node 0 is the nearest with CPUs; a device
+    # of unknown node gets the first node with usable CPUs, also node 0.
+    got = _specs(guest_tier2n)[("-N", spec)]
+    assert got["launched"]["rc"] == 0, got["launched"]
+    assert got["fields"]["Cpus_allowed_list"] == _cpus(0)
+    lines = got["launched"]["stderr"].strip().splitlines()
+    assert len(lines) == 1 and warning in lines[0], lines
+    assert f"node 0: -N {spec} is " in got["explain"]["stdout"], got["explain"]
 
 
 def test_bind_near_a_nic_binds_cpus_and_memory_there(guest_tier2n: GuestReport) -> None:
