@@ -26,7 +26,8 @@ not be started or gave no exit status.
 
 Environment: NUMARUN_VM_CACHE (cache directory), NUMARUN_VM_ACCEL (auto|kvm|tcg),
 NUMARUN_VM_KERNEL_PKG (a specific linux-image-* package instead of linux-image-amd64's, for
-the shapes that do not name their own kernel).
+the shapes that do not name their own kernel), NUMARUN_VM_TIER_KERNEL (tier2n's kernel
+version instead of 6.12.117+deb12-amd64).
 """
 
 from __future__ import annotations
@@ -155,7 +156,11 @@ class Kernel:
 DEFAULT_KERNEL = Kernel()
 # Weighted interleave (6.9), memory tiers from HMAT and the device drivers: Debian 12's
 # security archive carries this kernel next to the 6.1 one.
-KERNEL_6_12 = Kernel("6.12.117+deb12-amd64", GUEST_MODULES + DEVICE_MODULES)
+# NUMARUN_VM_TIER_KERNEL names another version (once the archive has moved past this one).
+KERNEL_6_12 = Kernel(
+    os.environ.get("NUMARUN_VM_TIER_KERNEL") or "6.12.117+deb12-amd64",
+    GUEST_MODULES + DEVICE_MODULES,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,7 +439,13 @@ def _fetch_kernel(work: Path, kernel: Kernel = DEFAULT_KERNEL) -> tuple[Path, st
     if not ok:
         raise GuestUnavailableError(
             f"cannot download the kernel package ({pkg or 'linux-image-amd64'}); "
-            "run `apt-get update` as root, or set NUMARUN_VM_KERNEL_PKG"
+            "run `apt-get update` as root, or set "
+            + (
+                "NUMARUN_VM_TIER_KERNEL to a version the archive has "
+                "(apt-cache search 'linux-image-6.*-amd64')"
+                if kernel.version
+                else "NUMARUN_VM_KERNEL_PKG"
+            )
         )
     debs = sorted(work.glob("linux-image-*.deb"))
     if not debs:
