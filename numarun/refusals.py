@@ -55,6 +55,8 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "two options that set the same thing differently",
             "no command after the placement options",
             "no rank information for --per-rank",
+            "a numarun watch interval, count or threshold that is not a positive number or "
+            "a fraction 0-1, or a PID that is not a number",
         ),
     ),
     (
@@ -206,6 +208,41 @@ def _are(kind: str, ids: Iterable[int]) -> str:
 
 def _or_none(ids: Iterable[int]) -> str:
     return format_list(ids) or "none"
+
+
+# --- exit 2 and 9: numarun watch ------------------------------------------------------------
+
+
+def not_seconds(where: str, option: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {option} {text!r} is not a positive number of seconds", f"e.g. {option} 2"
+    )
+
+
+def not_count(where: str, option: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {option} {text!r} is not a positive whole number", f"e.g. {option} 5"
+    )
+
+
+def not_fraction(where: str, option: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {option} {text!r} is not a fraction between 0 and 1",
+        f"e.g. {option} 0.3 or {option} 30%",
+    )
+
+
+def not_pid(where: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {text!r} is not a process id",
+        "give PIDs as numbers (pgrep NAME finds them)",
+    )
+
+
+def no_process(where: str, pid: int) -> NumarunError:
+    return ProcessError(
+        f"{where}: process {pid} does not exist (it may have exited)", "check the PID"
+    )
 
 
 # --- exit 4: does not exist ------------------------------------------------------------------
