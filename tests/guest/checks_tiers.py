@@ -325,6 +325,28 @@ def tier_job(ctx: Context) -> JSONDict:
 
 
 # --------------------------------------------------------------------------------------------
+# numarun probe: the bandwidth matrix (figures meaningless under TCG; where is not)
+
+
+@check(shapes=("tier2n",))
+def tier_probe(ctx: Context) -> JSONDict:
+    """`numarun probe --json` over every CPU node and memory node, then `numarun weights
+    --set measured` (the probe's figures as weights) and `--reset`."""
+    probe = json_run(ctx, "probe", "--json", "--size", "8M")
+    measured = json_run(ctx, "weights", "--set", "measured", "--json")
+    after = kernel_weights()
+    reset = json_run(ctx, "weights", "--reset", "--json")
+    return {
+        "cells": (probe["data"] or {}).get("cells"),
+        "run": probe["run"],
+        "measured": measured,
+        "after_measured": after,
+        "reset": reset,
+        "after_reset": kernel_weights(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # Demotion: bound pages that reclaim moved to a lower tier
 
 

@@ -195,6 +195,35 @@ def test_preferred_many_over_the_pair_fills_dram_first(guest_tier2n: GuestReport
         assert _share(report, node) >= 0.99, report  # room on DRAM: nothing spills to CXL
 
 
+# -- numarun probe ------------------------------------------------------------------------------
+
+
+def test_probe_measures_every_pair_where_it_says(guest_tier2n: GuestReport) -> None:
+    got = guest_tier2n.check("tier_probe")
+    assert got["run"]["rc"] == 0, got["run"]
+    cells = {(c["initiator"], c["target"]): c for c in got["cells"]}
+    # Each CPU node to each memory node, CPU-less ones included.
+    assert sorted(cells) == [(i, t) for i in range(SHAPE.nodes) for t in range(SHAPE.all_nodes)]
+    for (initiator, target), cell in cells.items():
+        # One thread per physical core (SMT siblings share one), seen on that core's CPU;
+        # every sampled page of the buffer on the target (the kernel's get_mempolicy).
+        assert cell["threads"] == SHAPE.cores
+        assert cell["cpus"] == [SHAPE.node_cpus(initiator)[0]], cell
+        assert set(cell["buffer_nodes"]) == {str(target)}, cell
+        assert cell["read_bandwidth_mbps"] > 0
+
+
+def test_weights_set_measured_writes_the_probes_figures(guest_tier2n: GuestReport) -> None:
+    # Under TCG every node reads alike: only that all were written, as the kernel keeps them.
+    got = guest_tier2n.check("tier_probe")
+    assert got["measured"]["run"]["rc"] == 0, got["measured"]["run"]
+    new = got["measured"]["data"]["new"]
+    assert set(new) == {str(n) for n in range(SHAPE.all_nodes)}
+    assert all(isinstance(w, int) and w >= 1 for w in new.values()), new
+    assert got["after_measured"] == new
+    assert got["after_reset"] == {"0": 1, "1": 1, "2": 1, "3": 1}
+
+
 # -- demotion: bound pages on a lower tier ---------------------------------------------------
 
 
