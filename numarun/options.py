@@ -91,7 +91,8 @@ OPTIONS: tuple[Opt, ...] = (
         "preferred-many, weighted-interleave, or a preset name (numarun policies).",
         (PREFIX,), group=POLICY),
     Opt("nodes", ("--nodes",), _SPEC, "The policy's memory nodes (bind when --policy is not "
-        "given).", (PREFIX,), group=POLICY),
+        "given): a node spec, local, or local+cpuless (the CPU node and its own CPU-less "
+        "CXL/HBM nodes).", (PREFIX,), group=POLICY),
     Opt("fallback", ("--fallback",), "MODE", "Use MODE, with the same nodes, when the kernel "
         "lacks the requested mode or flag.", (PREFIX,), group=POLICY),
     Opt("static_nodes", ("--static-nodes",), None, "Mode flag MPOL_F_STATIC_NODES: the nodes "
@@ -129,6 +130,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("per_rank", ("--per-rank",), None, "Plan the local ranks over this host and take this "
         "rank's slot (rank and size from Open MPI, MPICH/Hydra or Slurm).", (PREFIX,),
         group=RANKS),
+    Opt("per_gpu", ("--per-gpu",), None, "One local rank per GPU, as Slurm's "
+        "--gpu-bind=closest with a GPU a task: local rank i gets GPU i, on the GPU's node "
+        "(the node's CPUs split between its GPUs), and CUDA_VISIBLE_DEVICES or "
+        "ROCR_VISIBLE_DEVICES unless set (implies --per-rank).", (PREFIX,), group=RANKS),
     Opt("rank", ("--rank",), "I", "This process's local rank (implies --per-rank).", (PREFIX,),
         group=RANKS),
     Opt("ranks", ("--ranks",), "N", "The number of local ranks (implies --per-rank).",

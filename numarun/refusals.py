@@ -100,7 +100,8 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "no allowed node with memory, or none with both CPUs and memory to choose",
             "more workers or ranks than usable CPUs, or a cpus_per_worker that does not fit",
             "weights from bandwidth where a memory node has no HMAT bandwidth figure",
-            "workers = per-gpu where no GPU is on the nodes the workers may use",
+            "workers = per-gpu (or --per-gpu) where no GPU is on the nodes the workers may use",
+            "--per-gpu with more local ranks than GPUs, or for ranks their launcher bound",
         ),
     ),
     (
@@ -401,17 +402,44 @@ def no_memory_allowed(where: str, source: str) -> NumarunError:
     )
 
 
-def no_gpus(where: str, *, nodes: Iterable[int] | None = None) -> NumarunError:
-    """``workers = "per-gpu"`` with no GPU (or none on the ``nodes`` the group may use)."""
+def no_gpus(
+    where: str, *, nodes: Iterable[int] | None = None, asked: str = 'workers = "per-gpu"'
+) -> NumarunError:
+    """``workers = "per-gpu"`` (or ``--per-gpu``) with no GPU, or none on the ``nodes`` the
+    workers may use."""
+    what = f"{where}: {asked}" if where != asked else where
     if nodes is None:
         return UnsuitableError(
-            f'{where}: workers = "per-gpu" but this machine has no GPU (PCI class 0x03 or 0x12)',
-            "use per-node or a count (numarun topology lists the devices)",
+            f"{what} but this machine has no GPU (PCI class 0x03 or 0x12)",
+            "use per-node or a count (numarun topology lists the devices)"
+            if asked.startswith("workers")
+            else "use --per-rank without --per-gpu (numarun topology lists the devices)",
         )
     return UnsuitableError(
-        f'{where}: workers = "per-gpu" but no GPU is on nodes {_or_none(nodes)}, which the '
-        "workers may use",
+        f"{what} but no GPU is on nodes {_or_none(nodes)}, which the "
+        f"{'workers' if asked.startswith('workers') else 'ranks'} may use",
         "widen nodes or the CPU affinity (numarun topology shows each GPU's node)",
+    )
+
+
+def gpu_ranks_bound(rank: int, cpus: Iterable[int]) -> NumarunError:
+    """``--per-gpu`` for a rank its launcher bound: its GPU's node is numarun's to choose."""
+    return UnsuitableError(
+        f"--per-gpu: local rank {rank} was already bound by its launcher to CPUs "
+        f"{format_list(cpus)}, but --per-gpu places each rank on its GPU's node",
+        "start the ranks unbound (srun --cpu-bind=none, mpirun --bind-to none)",
+    )
+
+
+def ranks_past_gpus(size: int, size_from: str, gpus: Iterable[str]) -> NumarunError:
+    """``--per-gpu`` with more local ranks than GPUs: a rank would have none."""
+    listed = list(gpus)
+    return UnsuitableError(
+        f"--per-gpu: {size} ranks on this host ({size_from}) but {len(listed)} GPU"
+        f"{'s' if len(listed) != 1 else ''} for them ({', '.join(listed)}): a rank would "
+        "have none",
+        f"start at most {len(listed)} ranks per host (srun --ntasks-per-node, mpirun "
+        "--map-by ppr:N:node), or use --per-rank alone",
     )
 
 
