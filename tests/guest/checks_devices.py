@@ -12,10 +12,12 @@ on CPU-less node 2 a virtio-rng (0000:61:01.0). The checks give eth0 an address 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
-from checks_tiers import WORKDIR, json_run, numarun_fast, probe_argv, reports, slim
+from checks_tiers import WORKDIR, Holder, json_run, numarun_fast, probe_argv, reports, slim
 from inguest import Context, check
 
 JSONDict = dict[str, Any]
@@ -135,3 +137,55 @@ def devices_per_gpu_job(ctx: Context) -> JSONDict:
         "workers": reports(run["stdout"]),
         "run": slim(run, 1500),
     }
+
+
+@check(shapes=("tier2n",))
+def devices_note(ctx: Context) -> JSONDict:
+    """numarun placement of two processes near gpu 1 (node 1): one with its memory bound to
+    node 0 (a note: copies to the device cross nodes), one bound to node 1 (none)."""
+    away = Holder(ctx, numarun_fast(ctx, "-N", "gpu:1", "-m", "0", "--"), 16)
+    near = Holder(ctx, numarun_fast(ctx, "--policy", "bind", "--nodes", "gpu:1", "--"), 16)
+    try:
+        pids = [str(away.proc.pid), str(near.proc.pid)]
+        run = ctx.run(ctx.numarun_argv("placement", "--json", "--check", *pids), timeout=180)
+        text = ctx.run(ctx.numarun_argv("placement", pids[0]), timeout=180)
+    finally:
+        result = {"away": away.release(), "near": near.release()}
+    try:
+        procs = json.loads(run["stdout"])["processes"]
+    except (ValueError, KeyError):
+        procs = None
+    result["placement"] = {
+        "rc": run["rc"],
+        "stderr": run["stderr"][-700:],
+        "processes": [{k: p.get(k) for k in ("pid", "status", "device")} for p in procs or []],
+    }
+    result["text"] = slim(text, 2500)
+    return result
+
+
+@check(shapes=("tier2n",))
+def devices_per_gpu_ranks(ctx: Context) -> JSONDict:
+    """Two local ranks (Open MPI's variables) under `numarun --per-gpu --policy bind`."""
+    t0 = time.monotonic()
+    procs = []
+    for rank in range(2):
+        env = ctx.env({"OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
+        argv = numarun_fast(ctx, "--per-gpu", "--policy", "bind", "--")
+        procs.append(
+            subprocess.Popen(
+                [*argv, *probe_argv(ctx, 8, "rank", str(rank))],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ctx.repo,
+            )
+        )
+    ranks = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        found = reports(out)
+        ranks.append({"report": found[0] if found else None, "rc": proc.returncode,
+                      "stderr": err[-700:]})  # fmt: skip
+    return {"ranks": ranks, "seconds": round(time.monotonic() - t0, 2)}

@@ -42,7 +42,8 @@ wi = "/sys/kernel/mm/mempolicy/weighted_interleave"
 weights = None
 if os.path.isdir(wi):
     weights = {n[4:]: int(open(wi + "/" + n).read()) for n in os.listdir(wi) if n[:4] == "node"}
-env = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "PROBE_GPU")
+env = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "PROBE_GPU",
+       "NUMARUN_DEVICE", "NUMARUN_DEVICE_NODE")
 print("NUMARUN-TIER " + json.dumps({
     "pid": os.getpid(),
     "args": sys.argv[3:],
@@ -298,6 +299,7 @@ def _plan_workers(data: Any) -> list[JSONDict]:
             "node": w["node"],
             "cpus": w.get("cpu_list"),
             "memory": w.get("memory"),
+            "shares": w.get("shares"),
         }
         for p in (data or {}).get("processes", [])
         for w in p.get("workers", [])
@@ -317,11 +319,31 @@ def tier_job(ctx: Context) -> JSONDict:
     return {
         "mb": JOB_MB,
         "before": before,
-        "plan": {"workers": _plan_workers(plan["data"]), "run": plan["run"]},
+        "plan": {
+            "workers": _plan_workers(plan["data"]),
+            "weights": (plan["data"] or {}).get("weights"),
+            "run": plan["run"],
+        },
         "workers": reports(run["stdout"]),
         "run": slim(run, 1500),
         "after": kernel_weights(),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The prefix form's --nodes local+cpuless
+
+
+@check(shapes=("tier2n",))
+def tier_prefix_pairs(ctx: Context) -> JSONDict:
+    """`--nodes local+cpuless -N 1` under interleave, `-N 0` under preferred-many."""
+    out: JSONDict = {"mb": JOB_MB}
+    for name, policy, node in (("interleave", "interleave", 1), ("preferred", "preferred-many", 0)):
+        prefix = numarun_fast(ctx, "--policy", policy, "--nodes", "local+cpuless", "-N", str(node))
+        run = ctx.run([*prefix, "--", *probe_argv(ctx, JOB_MB)], timeout=120)
+        found = reports(run["stdout"])
+        out[name] = {"node": node, "report": found[0] if found else None, "run": slim(run)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------

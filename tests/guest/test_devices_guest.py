@@ -162,6 +162,8 @@ def test_per_gpu_run_gives_each_worker_its_gpu(guest_tier2n: GuestReport) -> Non
             "CUDA_VISIBLE_DEVICES": str(gpu),
             "ROCR_VISIBLE_DEVICES": str(gpu),
             "PROBE_GPU": f"gpu{gpu}",
+            "NUMARUN_DEVICE": f"gpu {gpu} ({(GPU0, GPU1)[gpu]})",
+            "NUMARUN_DEVICE_NODE": str(gpu),
         }
 
 
@@ -171,4 +173,40 @@ def test_near_a_nic_runs_the_worker_on_its_node(guest_tier2n: GuestReport) -> No
     assert len(near) == 1, got
     assert near[0]["cpus"] == _cpus(1)
     assert near[0]["policy"] == "bind:1"
-    assert "CUDA_VISIBLE_DEVICES" not in near[0]["env"]
+    assert near[0]["env"] == {"NUMARUN_DEVICE": f"eth0 ({NIC})", "NUMARUN_DEVICE_NODE": "1"}
+
+
+def test_per_gpu_ranks_each_get_their_gpu(guest_tier2n: GuestReport) -> None:
+    ranks = guest_tier2n.check("devices_per_gpu_ranks")["ranks"]
+    for rank, got in enumerate(ranks):
+        assert got["rc"] == 0, got
+        report = got["report"]
+        assert report["args"] == ["rank", str(rank)]
+        assert report["cpus"] == _cpus(rank)  # local rank i: gpu i, on node i
+        assert report["policy"] == f"bind:{rank}"
+        assert set(report["pages"]) == {str(rank)}
+        assert report["env"] == {
+            "CUDA_VISIBLE_DEVICES": str(rank),
+            "ROCR_VISIBLE_DEVICES": str(rank),
+            "NUMARUN_DEVICE": f"gpu {rank} ({(GPU0, GPU1)[rank]})",
+            "NUMARUN_DEVICE_NODE": str(rank),
+        }
+
+
+def test_memory_away_from_the_device_is_noted_not_failed(guest_tier2n: GuestReport) -> None:
+    got = guest_tier2n.check("devices_note")
+    away, near = got["away"]["report"], got["near"]["report"]
+    # -N gpu:1 -m 0: on gpu 1's CPUs, memory bound to node 0; --nodes gpu:1: both on node 1.
+    assert (away["cpus"], away["policy"], set(away["pages"])) == (_cpus(1), "bind:0", {"0"})
+    assert (near["cpus"], near["policy"], set(near["pages"])) == (_cpus(1), "bind:1", {"1"})
+    for report in (away, near):
+        assert report["env"] == {"NUMARUN_DEVICE": f"gpu 1 ({GPU1})", "NUMARUN_DEVICE_NODE": "1"}
+    placement = got["placement"]
+    assert placement["rc"] == 0, placement  # a note is no failed check
+    by_pid = {p["pid"]: p for p in placement["processes"]}
+    noted, clean = by_pid[away["pid"]], by_pid[near["pid"]]
+    assert noted["status"] == clean["status"] == "pass"
+    assert noted["device"]["node"] == 1 and noted["device"]["elsewhere_share"] == 1.0
+    assert f"not on node 1 of gpu 1 ({GPU1})" in noted["device"]["note"], noted
+    assert clean["device"]["note"] is None and clean["device"]["elsewhere_share"] == 0.0
+    assert f"NOTE  100% of the memory is not on node 1 of gpu 1 ({GPU1})" in got["text"]["stdout"]

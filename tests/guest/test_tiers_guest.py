@@ -166,6 +166,39 @@ def test_plan_pairs_each_worker_with_its_own_cxl_node(guest_tier2n: GuestReport)
     }
 
 
+def test_plan_shows_the_jobs_weights_and_each_workers_shares(guest_tier2n: GuestReport) -> None:
+    plan = guest_tier2n.check("tier_job")["plan"]
+    assert plan["weights"] == {
+        "asked": "bandwidth",
+        "auto": None,
+        "in_force": {"0": 1, "1": 1, "2": 1, "3": 1},
+        "job": {"0": 5, "1": 5, "2": 2, "3": 2},
+    }
+    shares = {(w["process"], w["index"]): w["shares"] for w in plan["workers"]}
+    assert shares == {
+        ("wi", 0): {"0": 0.7143, "2": 0.2857},  # 5/7 and 2/7
+        ("wi", 1): {"1": 0.7143, "3": 0.2857},
+        ("pm", 0): None,
+        ("pm", 1): None,
+    }
+
+
+def test_prefix_local_cpuless_pairs_the_cpu_node_with_its_cxl(guest_tier2n: GuestReport) -> None:
+    got = guest_tier2n.check("tier_prefix_pairs")
+    inter = got["interleave"]["report"]
+    assert inter is not None, got["interleave"]["run"]
+    # --policy interleave --nodes local+cpuless -N 1: node 1 with node 3, never 0 or 2.
+    assert (inter["cpus"], inter["policy"]) == (_cpulist(1), "interleave:1,3")
+    assert set(inter["pages"]) == {"1", "3"}
+    assert abs(_share(inter, 1) - 0.5) <= 0.05, inter
+    assert sum(inter["pages"].values()) >= got["mb"] * 256
+    pref = got["preferred"]["report"]
+    assert pref is not None, got["preferred"]["run"]
+    # preferred-many over node 0 and node 2: DRAM first.
+    assert (pref["cpus"], pref["policy"]) == (_cpulist(0), "prefer (many):0,2")
+    assert _share(pref, 0) >= 0.99, pref
+
+
 def test_run_lands_each_workers_pages_on_its_own_pair(guest_tier2n: GuestReport) -> None:
     got = guest_tier2n.check("tier_job")
     assert got["run"]["rc"] == 0, got["run"]
