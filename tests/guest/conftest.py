@@ -10,7 +10,9 @@ one JSON object; tests receive a :class:`GuestReport` and assert on ``report.che
         assert guest.check("numactl_hardware")["available"] == guest.shape.nodes
 
 Boots of all the shapes the selected tests need start together on first use (they run
-side by side, one host CPU each under TCG).
+side by side, one host CPU each under TCG). ``guest`` runs a test in each general shape
+(2n2c2t, 4n1c2t); ``guest_tier2n`` is the Linux 6.12 HMAT + CXL + PCI-device guest, which
+runs only the checks registered for it.
 
 Selection and policy (environment variable NUMARUN_GUEST):
 - guest tests carry the ``guest`` marker and run when asked for: ``pytest tests/guest``,
@@ -46,7 +48,10 @@ import numactl_suite  # noqa: E402
 import numavm  # noqa: E402  (needs HERE on sys.path)
 from inguest import RESULT_PREFIX  # noqa: E402
 
-SHAPE_NAMES = tuple(numavm.SHAPES)  # ("2n2c2t", "4n1c2t")
+SHAPE_NAMES = tuple(numavm.SHAPES)  # ("2n2c2t", "4n1c2t", "tier2n")
+# The shapes the `guest` fixture runs every general test in; tier2n (6.12, HMAT, CPU-less
+# nodes, PCI devices) runs only its own checks and tests (guest_tier2n).
+GENERAL_SHAPES = tuple(name for name, shape in numavm.SHAPES.items() if shape.general)
 
 
 def _policy() -> str:
@@ -74,8 +79,9 @@ class GuestReport:
             )
             pytest.fail(
                 f"check {name!r} did not run in the {self.shape.name} guest "
-                f"(not registered in inguest.py / checks_*.py, or min_nodes > "
-                f"{self.shape.nodes}); ran: {', '.join(self.checks)}{broken}",
+                f"(not registered in inguest.py / checks_*.py, min_nodes > "
+                f"{self.shape.nodes}, or shapes= names others); ran: "
+                f"{', '.join(self.checks)}{broken}",
                 pytrace=False,
             )
         if "error" in entry:
@@ -102,7 +108,7 @@ class GuestPool:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, len(SHAPE_NAMES)), thread_name_prefix="numavm"
         )
-        self._setup_error: str | None = None
+        self._setup_errors: dict[numavm.Kernel, str] = {}  # a kernel that could not be set up
         self._setup_done = False
         self._guest_env: dict[str, str] = {}  # what the host prepared for the checks
 
@@ -111,18 +117,23 @@ class GuestPool:
         if self._setup_done:
             return
         self._setup_done = True
-        try:
-            numavm.setup()
-        except numavm.GuestUnavailableError as exc:
-            self._setup_error = str(exc)
+        # Each wanted shape's kernel; a missing 6.12 kernel fails only tier2n's tests.
+        for name in sorted(self.wanted) or ["2n2c2t"]:
+            kernel = numavm.get_shape(name).kernel
+            if kernel in self._setup_errors:
+                continue
+            try:
+                numavm.setup(kernel=kernel)
+            except numavm.GuestUnavailableError as exc:
+                self._setup_errors[kernel] = str(exc)
         # numactl's own test scripts: fetched on the host (the guest has no network); when
         # they cannot be, their tests fail (or skip) with numactl_suite.fetch()'s reason.
         with contextlib.suppress(numactl_suite.FetchError):
             self._guest_env[numactl_suite.ENV_DIR] = str(numactl_suite.fetch())
 
     def _boot(self, shape: numavm.Shape) -> GuestReport:
-        if self._setup_error:
-            raise _UnavailableError(self._setup_error)
+        if shape.kernel in self._setup_errors:
+            raise _UnavailableError(self._setup_errors[shape.kernel])
         # The project's interpreter by its real path (a pyenv shim would cost ~13 s in the
         # guest); the checkout first on sys.path so checks exercise this tree's numarun.
         argv = [sys.executable, str(HERE / "inguest.py"), "--shape", shape.name]
@@ -231,16 +242,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = set(map(id, guest_items))
         items[:] = [item for item in items if id(item) not in kept]
         config.stash[_DESELECTED_KEY] = len(guest_items)
-        return
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The shapes to boot: those of the guest tests left after -k, -m and --deselect (a
+    boot costs minutes; a test deselected by keyword must not start one)."""
     wanted: set[str] = set()
-    for item in guest_items:
+    for item in session.items:
+        if not _in_guest_dir(Path(item.path)):
+            continue
         callspec = getattr(item, "callspec", None)
         for fixture in getattr(item, "fixturenames", ()):
             if fixture == "guest" and callspec is not None and "guest" in callspec.params:
                 wanted.add(str(callspec.params["guest"]))
             elif fixture.startswith("guest_") and fixture[6:] in SHAPE_NAMES:
                 wanted.add(fixture[6:])
-    config.stash[_WANTED_KEY] = wanted
+    session.config.stash[_WANTED_KEY] = wanted
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -269,9 +286,9 @@ def guest_reports(guest_pool: GuestPool) -> Callable[[str], GuestReport]:
     return guest_pool.report
 
 
-@pytest.fixture(scope="session", params=SHAPE_NAMES)
+@pytest.fixture(scope="session", params=GENERAL_SHAPES)
 def guest(request: pytest.FixtureRequest, guest_pool: GuestPool) -> GuestReport:
-    """Each standard shape in turn: tests using it run once per shape."""
+    """Each general shape in turn (not tier2n): tests using it run once per shape."""
     return guest_pool.report(str(request.param))
 
 
@@ -285,3 +302,11 @@ def guest_2n2c2t(guest_pool: GuestPool) -> GuestReport:
 def guest_4n1c2t(guest_pool: GuestPool) -> GuestReport:
     """4 nodes x 1 core x 2 threads, 512 MiB per node: CPUs 2i, 2i+1 on node i."""
     return guest_pool.report("4n1c2t")
+
+
+@pytest.fixture(scope="session")
+def guest_tier2n(guest_pool: GuestPool) -> GuestReport:
+    """Linux 6.12 with ACPI HMAT: CPU nodes 0 (CPUs 0-1) and 1 (CPUs 2-3), CPU-less nodes 2
+    (near 0) and 3 (near 1), 512 MiB each; a display device on each CPU node, eth0 and vda
+    on node 1 (numavm.TIER2N)."""
+    return guest_pool.report("tier2n")

@@ -58,20 +58,31 @@ class CheckSpec:
     name: str
     func: CheckFunc
     min_nodes: int  # skipped (not run, not reported) on guests with fewer nodes
+    # None: every general shape (2n2c2t, 4n1c2t); else only these shapes, by name. A special
+    # shape (tier2n) runs only the checks that name it: its boot and its check list are dear.
+    shapes: tuple[str, ...] | None = None
+
+    def runs_in(self, ctx: Context) -> bool:
+        if self.shapes is None:
+            return ctx.general and ctx.nodes >= self.min_nodes
+        return ctx.name in self.shapes
 
 
 REGISTRY: dict[str, CheckSpec] = {}
 PLUGIN_ERRORS: dict[str, str] = {}  # checks_*.py module -> traceback of its failed import
 
 
-def check(name: str | None = None, *, min_nodes: int = 1) -> Callable[[CheckFunc], CheckFunc]:
-    """Register a check under ``name`` (default: the function's name)."""
+def check(
+    name: str | None = None, *, min_nodes: int = 1, shapes: Sequence[str] | None = None
+) -> Callable[[CheckFunc], CheckFunc]:
+    """Register a check under ``name`` (default: the function's name); ``shapes`` limits it
+    to those shapes (the only way a check runs in a special shape such as tier2n)."""
 
     def register(func: CheckFunc) -> CheckFunc:
         key = name or func.__name__
         if key in REGISTRY and REGISTRY[key].func is not func:
             raise ValueError(f"two guest checks named {key!r}")
-        REGISTRY[key] = CheckSpec(key, func, min_nodes)
+        REGISTRY[key] = CheckSpec(key, func, min_nodes, None if shapes is None else tuple(shapes))
         return func
 
     return register
@@ -81,12 +92,15 @@ def check(name: str | None = None, *, min_nodes: int = 1) -> Callable[[CheckFunc
 class Context:
     """What a check gets: the guest's expected shape and helpers to run things in it."""
 
-    nodes: int
+    nodes: int  # with CPUs
     cores: int  # per node
     threads: int  # per core
     mem_mb: int  # per node
     python: str = sys.executable  # by its real path: a pyenv shim costs ~13 s in the guest
     repo: Path = REPO
+    name: str = ""  # the shape's name (numavm.SHAPES)
+    memnodes: int = 0  # CPU-less nodes, numbered after the CPU nodes
+    general: bool = True  # runs the checks registered without shapes=
 
     @property
     def shape(self) -> JSONDict:
@@ -95,6 +109,8 @@ class Context:
             "cores": self.cores,
             "threads": self.threads,
             "mem_mb": self.mem_mb,
+            "memnodes": self.memnodes,
+            "name": self.name,
             "python": self.python,
             "repo": str(self.repo),
         }
@@ -463,7 +479,7 @@ def load_plugins() -> list[str]:
 def run_checks(ctx: Context, only: Sequence[str] = ()) -> JSONDict:
     results: dict[str, JSONDict] = {}
     for spec in REGISTRY.values():
-        if (only and spec.name not in only) or ctx.nodes < spec.min_nodes:
+        if (only and spec.name not in only) or not spec.runs_in(ctx):
             continue
         t0 = time.monotonic()
         try:
@@ -491,7 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     plugins = load_plugins()
     if ns.list:
-        print("\n".join(f"{s.name} (min_nodes={s.min_nodes})" for s in REGISTRY.values()))
+        print(
+            "\n".join(
+                f"{s.name} (min_nodes={s.min_nodes}, shapes={','.join(s.shapes or ('general',))})"
+                for s in REGISTRY.values()
+            )
+        )
         return 0
     if not ns.shape:
         parser.error("--shape is required")
@@ -499,7 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from numavm import get_shape
 
     shape = get_shape(ns.shape)
-    ctx = Context(shape.nodes, shape.cores, shape.threads, shape.mem_mb)
+    ctx = Context(
+        shape.nodes, shape.cores, shape.threads, shape.mem_mb,
+        name=shape.name, memnodes=shape.memnodes, general=shape.general,
+    )  # fmt: skip
     only = [n for n in ns.only.split(",") if n]
     if unknown := [n for n in only if n not in REGISTRY]:
         parser.error(f"unknown checks: {', '.join(unknown)}")

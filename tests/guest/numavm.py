@@ -19,12 +19,15 @@ Command line::
     python tests/guest/numavm.py --setup                 # fetch kernel, build initramfs,
                                                          # and numactl's test scripts
     python tests/guest/numavm.py --shape 2n2c2t -- numactl --hardware
+    python tests/guest/numavm.py --shape tier2n -- numactl --hardware   # 6.12, HMAT, CXL, PCI
 
 Exit status of the command line: the command's own, 124 on timeout, 125 when the guest could
 not be started or gave no exit status.
 
 Environment: NUMARUN_VM_CACHE (cache directory), NUMARUN_VM_ACCEL (auto|kvm|tcg),
-NUMARUN_VM_KERNEL_PKG (a specific linux-image-* package instead of linux-image-amd64's).
+NUMARUN_VM_KERNEL_PKG (a specific linux-image-* package instead of linux-image-amd64's, for
+the shapes that do not name their own kernel), NUMARUN_VM_TIER_KERNEL (tier2n's kernel
+version instead of 6.12.117+deb12-amd64).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ EXEC_MARKER = b"numarun-vm: exec"
 # Modules the initramfs needs; modprobe resolves their dependencies from the kernel package.
 # virtio_rng feeds the guest's entropy pool so nothing in it waits on getrandom().
 GUEST_MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_rng")
+# A shape with PCI devices also needs their drivers, so that the NIC is eth0 and the disk vda,
+# and a file system for that disk (numactl's file: names the block device holding a file).
+DEVICE_MODULES = ("virtio_net", "virtio_blk", "ext4")
 
 # virtio-serial port names the init looks up under /sys/class/virtio-ports/*/name.
 PORT_STDOUT = "numarun.stdout"
@@ -127,6 +133,81 @@ KERNEL_ARGS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """A guest kernel: a Debian package fetched with apt-get download, and its initramfs."""
+
+    version: str = ""  # linux-image-<version>; "" is linux-image-amd64's (the 6.1 kernel)
+    modules: tuple[str, ...] = GUEST_MODULES
+
+    @property
+    def package(self) -> str:
+        """The package name, "" where it is resolved from linux-image-amd64 at set-up."""
+        if self.version:
+            return f"linux-image-{self.version}"
+        return os.environ.get("NUMARUN_VM_KERNEL_PKG", "")
+
+    def cache(self, base: Path) -> Path:
+        """The default kernel keeps the cache's top level (as before); others their own
+        directory under it, so each has its own initramfs and stamp."""
+        return base / f"kernel-{self.version}" if self.version else base
+
+
+DEFAULT_KERNEL = Kernel()
+# Weighted interleave (6.9), memory tiers from HMAT and the device drivers: Debian 12's
+# security archive carries this kernel next to the 6.1 one.
+# NUMARUN_VM_TIER_KERNEL names another version (once the archive has moved past this one).
+KERNEL_6_12 = Kernel(
+    os.environ.get("NUMARUN_VM_TIER_KERNEL") or "6.12.117+deb12-amd64",
+    GUEST_MODULES + DEVICE_MODULES,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PciDevice:
+    """A PCI device QEMU puts behind the expander bridge of NUMA node ``node``."""
+
+    # "display" (bochs-display, class 0x03), "net" (virtio-net), "block" (virtio-blk),
+    # "rng" (virtio-rng: a device of no kind numarun names)
+    kind: str
+    node: int
+    slot: int  # its device number on the bridge's bus
+
+    def qemu_args(self, bus: str, job: Path) -> list[str]:
+        at = f"bus={bus},addr={self.slot}"
+        if self.kind == "display":
+            return ["-device", f"bochs-display,{at}"]
+        if self.kind == "net":  # no netdev: no backend, nothing leaves the guest
+            return ["-device", f"virtio-net-pci,{at}"]
+        if self.kind == "rng":
+            return ["-device", f"virtio-rng-pci,{at}"]
+        if self.kind == "block":
+            disk = job / f"disk{self.node}-{self.slot}.img"
+            with disk.open("wb") as f:
+                f.truncate(DISK_MB << 20)  # sparse: costs nothing on the host
+            drive = f"disk{self.node}x{self.slot}"
+            return [
+                "-drive", f"if=none,id={drive},format=raw,file={disk}",
+                "-device", f"virtio-blk-pci,drive={drive},{at}",
+            ]  # fmt: skip
+        raise ValueError(f"unknown PCI device kind {self.kind!r}")
+
+
+DISK_MB = 16  # the virtio-blk disk's size (a sparse raw file in the job directory)
+
+
+def device_address(dev: PciDevice) -> str:
+    """The PCI address the guest gives ``dev``."""
+    return f"0000:{bridge_bus(dev.node) + 1:02x}:{dev.slot:02x}.0"
+
+
+def bridge_bus(node: int) -> int:
+    """The bus number of node ``node``'s PCI expander bridge: 0x20, 0x40, ...  The bridge
+    itself is 0000:20:00.0 and its devices sit on the bus below it: 0000:21:SS.0 on node 0,
+    0000:41:SS.0 on node 1."""
+    return 0x20 * (node + 1)
+
+
 class GuestUnavailableError(RuntimeError):
     """The guest cannot be started here: a tool, the kernel or the initramfs is missing."""
 
@@ -137,16 +218,45 @@ class GuestError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    """A guest topology: one NUMA node per socket, each with its own memory."""
+    """A guest topology: one NUMA node per socket, each with its own memory; optionally
+    CPU-less memory nodes (CXL-like) with ACPI HMAT figures, and PCI devices on nodes."""
 
-    nodes: int
+    nodes: int  # nodes with CPUs, 0 .. nodes-1
     cores: int  # per node (= per socket)
     threads: int  # per core
     mem_mb: int = 512  # per node
+    # CPU-less nodes nodes .. nodes+memnodes-1; node nodes+j is near CPU node j % nodes.
+    memnodes: int = 0
+    hmat: bool = False  # ACPI HMAT: bandwidth and latency per initiator (memory tiers)
+    kernel: Kernel = DEFAULT_KERNEL
+    devices: tuple[PciDevice, ...] = ()
+    label: str = ""  # the name, where NnCcTt would not say what the shape is
 
     @property
     def name(self) -> str:
-        return f"{self.nodes}n{self.cores}c{self.threads}t"
+        return self.label or f"{self.nodes}n{self.cores}c{self.threads}t"
+
+    @property
+    def general(self) -> bool:
+        """Plain shapes run every general check; special ones only checks naming them."""
+        return not (self.memnodes or self.hmat or self.devices or self.kernel.version)
+
+    @property
+    def all_nodes(self) -> int:
+        return self.nodes + self.memnodes
+
+    def near_cpu_node(self, node: int) -> int:
+        """The CPU node a node belongs to: itself, or a CPU-less node's initiator."""
+        return node if node < self.nodes else (node - self.nodes) % self.nodes
+
+    def access(self, initiator: int, target: int) -> tuple[int, int, int, int]:
+        """HMAT figures from CPU node ``initiator`` to ``target``: read and write bandwidth
+        (MB/s), read and write latency (ns). DRAM 20 GB/s local, 12 remote; CXL 8 GB/s from
+        its own socket, 5 from the other; writes slower than reads."""
+        local = self.near_cpu_node(target) == initiator
+        if target < self.nodes:
+            return (20000, 16000, 80, 90) if local else (12000, 10000, 130, 140)
+        return (8000, 6000, 250, 300) if local else (5000, 4000, 320, 380)
 
     @property
     def cpus(self) -> int:
@@ -159,9 +269,16 @@ class Shape:
 
     def distance(self, a: int, b: int) -> int:
         """SLIT distance: 10 local; with four or more nodes, pairs of nodes are "closer" (16)
-        than the rest (22) so that tests see a non-uniform matrix, as on real big machines."""
+        than the rest (22) so that tests see a non-uniform matrix, as on real big machines.
+        A CPU-less node is 24 from its own CPU node, 30 from the others', 40 from another
+        CPU-less node."""
         if a == b:
             return 10
+        if self.memnodes and max(a, b) >= self.nodes:
+            if min(a, b) >= self.nodes:
+                return 40
+            cpu, mem = min(a, b), max(a, b)
+            return 24 if self.near_cpu_node(mem) == cpu else 30
         if self.nodes >= 4:
             return 16 if a // 2 == b // 2 else 22
         return 20
@@ -178,7 +295,22 @@ class Shape:
         return cls(nodes, cores, threads, int(m[4]) if m[4] else 512)
 
 
-SHAPES: dict[str, Shape] = {s.name: s for s in (Shape(2, 2, 2), Shape(4, 1, 2))}
+# tier2n: the tiered-memory and device-placement machine of issues 13 and 17. Two sockets
+# (1 core x 2 threads each: TCG on a two-core host), each with its own CXL-like node (2 near
+# 0, 3 near 1) and HMAT; a display device ("GPU") on each CPU node, on node 1 a NIC (eth0)
+# and a disk (vda), and a virtio-rng on CPU-less node 2 (a device with no OS name: a second
+# NIC there was probed first and took eth0 from node 1's).
+TIER2N = Shape(
+    2, 1, 2, 512, memnodes=2, hmat=True, kernel=KERNEL_6_12, label="tier2n",
+    devices=(
+        PciDevice("display", 0, 1),
+        PciDevice("display", 1, 1),
+        PciDevice("net", 1, 2),
+        PciDevice("block", 1, 3),
+        PciDevice("rng", 2, 1),
+    ),
+)  # fmt: skip
+SHAPES: dict[str, Shape] = {s.name: s for s in (Shape(2, 2, 2), Shape(4, 1, 2), TIER2N)}
 
 
 def get_shape(shape: Shape | str) -> Shape:
@@ -213,22 +345,24 @@ def cache_dir() -> Path:
     return Path(xdg) / "numarun" / "vm"
 
 
-def _stamp() -> str:
+def _stamp(kernel: Kernel = DEFAULT_KERNEL) -> str:
     """Changes whenever what goes into the initramfs changes, so the cache rebuilds itself."""
     h = hashlib.sha256()
-    for part in (GUEST_INIT, " ".join(GUEST_MODULES), os.environ.get("NUMARUN_VM_KERNEL_PKG", "")):
+    for part in (GUEST_INIT, " ".join(kernel.modules), kernel.package):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 
 
-def is_ready(cache: Path | None = None) -> bool:
-    cache = cache or cache_dir()
+def is_ready(cache: Path | None = None, kernel: Kernel = DEFAULT_KERNEL) -> bool:
+    cache = kernel.cache(cache or cache_dir())
     try:
         stamp = (cache / "stamp").read_text().strip()
     except OSError:
         return False
-    return stamp == _stamp() and (cache / "vmlinuz").is_file() and (cache / "initrd").is_file()
+    return (
+        stamp == _stamp(kernel) and (cache / "vmlinuz").is_file() and (cache / "initrd").is_file()
+    )
 
 
 def _is_static_elf(path: Path) -> bool:
@@ -270,8 +404,8 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def _kernel_package() -> str:
-    if pkg := os.environ.get("NUMARUN_VM_KERNEL_PKG"):
+def _kernel_package(kernel: Kernel = DEFAULT_KERNEL) -> str:
+    if pkg := kernel.package:
         return pkg
     # linux-image-amd64 is a metapackage; the real one is its linux-image-<version> dependency.
     out = subprocess.run(
@@ -281,13 +415,13 @@ def _kernel_package() -> str:
     return m[1] if m else ""
 
 
-def _fetch_kernel(work: Path) -> tuple[Path, str]:
+def _fetch_kernel(work: Path, kernel: Kernel = DEFAULT_KERNEL) -> tuple[Path, str]:
     """Download (never install) the Debian kernel package and unpack it; returns (root, kver)."""
     if not shutil.which("apt-get"):
         raise GuestUnavailableError(
             "apt-get not found: the guest kernel comes from Debian packages"
         )
-    pkg = _kernel_package()
+    pkg = _kernel_package(kernel)
     ok = (
         bool(pkg)
         and subprocess.run(
@@ -298,14 +432,20 @@ def _fetch_kernel(work: Path) -> tuple[Path, str]:
     if not ok and os.geteuid() == 0:
         # Stale or empty package lists (fresh containers): refresh once and retry.
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
-        pkg = _kernel_package()
+        pkg = _kernel_package(kernel)
         if pkg:
             _run(["apt-get", "download", "-q", pkg], cwd=work)
             ok = True
     if not ok:
         raise GuestUnavailableError(
             f"cannot download the kernel package ({pkg or 'linux-image-amd64'}); "
-            "run `apt-get update` as root, or set NUMARUN_VM_KERNEL_PKG"
+            "run `apt-get update` as root, or set "
+            + (
+                "NUMARUN_VM_TIER_KERNEL to a version the archive has "
+                "(apt-cache search 'linux-image-6.*-amd64')"
+                if kernel.version
+                else "NUMARUN_VM_KERNEL_PKG"
+            )
         )
     debs = sorted(work.glob("linux-image-*.deb"))
     if not debs:
@@ -315,14 +455,14 @@ def _fetch_kernel(work: Path) -> tuple[Path, str]:
     kvers = sorted(p.name for p in (root / "lib" / "modules").iterdir())
     if not kvers:
         raise GuestUnavailableError(f"{debs[0].name} has no /lib/modules")
-    kver = kvers[-1]
+    kver = kernel.version if kernel.version in kvers else kvers[-1]
     _run(["depmod", "-b", str(root), kver])
     return root, kver
 
 
-def _module_files(root: Path, kver: str) -> list[Path]:
+def _module_files(root: Path, kver: str, modules: Sequence[str] = GUEST_MODULES) -> list[Path]:
     """The module files to insmod, dependencies first (modprobe --show-depends order)."""
-    out = _run(["modprobe", "-d", str(root), "-S", kver, "--show-depends", "-a", *GUEST_MODULES])
+    out = _run(["modprobe", "-d", str(root), "-S", kver, "--show-depends", "-a", *modules])
     files: list[Path] = []
     for line in out.splitlines():
         parts = line.split()
@@ -382,7 +522,7 @@ class _Cpio:
         return bytes(self.buf)
 
 
-def _build_initrd(root: Path, kver: str) -> bytes:
+def _build_initrd(root: Path, kver: str, modules: Sequence[str] = GUEST_MODULES) -> bytes:
     busybox = Path(shutil.which("busybox") or "/bin/busybox").resolve()
     cpio = _Cpio()
     for d in ("bin", "dev", "proc", "sys", "lower", "rw", "root", "modules"):
@@ -392,7 +532,7 @@ def _build_initrd(root: Path, kver: str) -> bytes:
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
     cpio.file("init", GUEST_INIT.encode(), 0o755)
     order = []
-    for path in _module_files(root, kver):
+    for path in _module_files(root, kver, modules):
         name, data = _decompressed(path)
         cpio.file(f"modules/{name}", data)
         order.append(name)
@@ -409,33 +549,33 @@ def _locked(cache: Path) -> Iterator[None]:
         yield
 
 
-def setup(force: bool = False, log: bool = True) -> Path:
-    """Fetch the kernel and build the initramfs into the cache (once). Returns the cache dir."""
-    cache = cache_dir()
-    if not force and is_ready(cache):
+def setup(force: bool = False, log: bool = True, kernel: Kernel = DEFAULT_KERNEL) -> Path:
+    """Fetch the kernel and build the initramfs into the cache (once). Returns the kernel's
+    cache directory (vmlinuz, initrd, version)."""
+    cache = kernel.cache(cache_dir())
+    if not force and is_ready(cache_dir(), kernel):
         return cache
     if missing := missing_tools():
         raise GuestUnavailableError(
             f"missing Debian packages: {' '.join(missing)} (apt-get install {' '.join(missing)})"
         )
     with _locked(cache):
-        if not force and is_ready(cache):
+        if not force and is_ready(cache_dir(), kernel):
             return cache
         if log:
-            print(
-                f"numavm: fetching the kernel, building the initramfs in {cache}", file=sys.stderr
-            )
+            what = kernel.package or "the kernel"
+            print(f"numavm: fetching {what}, building the initramfs in {cache}", file=sys.stderr)
         with tempfile.TemporaryDirectory(dir=cache, prefix="build.") as tmp:
             work = Path(tmp)
-            root, kver = _fetch_kernel(work)
-            initrd = _build_initrd(root, kver)
+            root, kver = _fetch_kernel(work, kernel)
+            initrd = _build_initrd(root, kver, kernel.modules)
             # Write-then-rename so a concurrent reader never sees a half-written file.
             (work / "initrd").write_bytes(initrd)
             shutil.copyfile(root / "boot" / f"vmlinuz-{kver}", work / "vmlinuz")
             for name in ("vmlinuz", "initrd"):
                 os.replace(work / name, cache / name)
             (cache / "version").write_text(kver + "\n")
-            (cache / "stamp").write_text(_stamp() + "\n")
+            (cache / "stamp").write_text(_stamp(kernel) + "\n")
         if log:
             print(f"numavm: ready: kernel {kver} in {cache}", file=sys.stderr)
     return cache
@@ -475,21 +615,25 @@ def _qemu_argv(shape: Shape, accel: str, cache: Path, job: Path) -> list[str]:
         "qemu-system-x86_64",
         "-nodefaults", "-no-user-config", "-no-reboot",
         "-display", "none", "-vga", "none", "-net", "none", "-monitor", "none",
-        "-machine", "pc",
+        "-machine", "pc,hmat=on" if shape.hmat else "pc",
         *_accel_args(accel),
         "-smp", f"{shape.cpus},sockets={shape.nodes},cores={shape.cores},threads={shape.threads}",
-        "-m", f"{shape.nodes * shape.mem_mb}M",
+        "-m", f"{shape.all_nodes * shape.mem_mb}M",
     ]  # fmt: skip
-    for i in range(shape.nodes):
+    for i in range(shape.all_nodes):
+        # With HMAT every node names its initiator: itself, or a CPU-less node's CPU node.
+        initiator = f",initiator={shape.near_cpu_node(i)}" if shape.hmat else ""
         argv += [
             "-object", f"memory-backend-ram,id=m{i},size={shape.mem_mb}M",
-            "-numa", f"node,nodeid={i},memdev=m{i}",
-            "-numa", f"cpu,node-id={i},socket-id={i}",
+            "-numa", f"node,nodeid={i},memdev=m{i}{initiator}",
         ]  # fmt: skip
-    for a in range(shape.nodes):
-        for b in range(shape.nodes):
+        if i < shape.nodes:
+            argv += ["-numa", f"cpu,node-id={i},socket-id={i}"]
+    for a in range(shape.all_nodes):
+        for b in range(shape.all_nodes):
             if a != b:
                 argv += ["-numa", f"dist,src={a},dst={b},val={shape.distance(a, b)}"]
+    argv += _hmat_args(shape)
     append = " ".join((*KERNEL_ARGS, f"numarun_job={job}"))
     argv += [
         "-kernel", str(cache / "vmlinuz"), "-initrd", str(cache / "initrd"), "-append", append,
@@ -505,6 +649,40 @@ def _qemu_argv(shape: Shape, accel: str, cache: Path, job: Path) -> list[str]:
         "-device", f"virtserialport,bus=vser.0,nr=3,chardev=rc,name={PORT_RC}",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
+    # Last: devices given without a bus go to the most recently added one, and nothing but a
+    # bridge may sit on a pxb.
+    return argv + _device_args(shape, job)
+
+
+def _hmat_args(shape: Shape) -> list[str]:
+    """-numa hmat-lb entries: read/write bandwidth and latency from each CPU node to each node."""
+    if not shape.hmat:
+        return []
+    argv: list[str] = []
+    lb = "hmat-lb,initiator={},target={},hierarchy=memory,data-type={}"
+    for a in range(shape.nodes):
+        for t in range(shape.all_nodes):
+            read_bw, write_bw, read_ns, write_ns = shape.access(a, t)
+            argv += [
+                "-numa", lb.format(a, t, "read-latency") + f",latency={read_ns}",
+                "-numa", lb.format(a, t, "write-latency") + f",latency={write_ns}",
+                "-numa", lb.format(a, t, "read-bandwidth") + f",bandwidth={read_bw}M",
+                "-numa", lb.format(a, t, "write-bandwidth") + f",bandwidth={write_bw}M",
+            ]  # fmt: skip
+    return argv
+
+
+def _device_args(shape: Shape, job: Path) -> list[str]:
+    """A PCI expander bridge (pxb) on each node that has devices, the devices behind it.
+    The bridge's numa_node becomes its ACPI _PXM, which the guest kernel reports as each
+    device's numa_node in sysfs."""
+    argv: list[str] = []
+    for node in sorted({d.node for d in shape.devices}):
+        bus = f"pxb{node}"
+        argv += ["-device", f"pxb,id={bus},bus=pci.0,bus_nr={bridge_bus(node)},numa_node={node}"]
+        for dev in shape.devices:
+            if dev.node == node:
+                argv += dev.qemu_args(bus, job)
     return argv
 
 
@@ -668,7 +846,7 @@ def boot_and_run(
         raise GuestUnavailableError(
             "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
         )
-    cache = setup()
+    cache = setup(kernel=shape.kernel)
     accel = accel or detect_accel()
     script = _cmd_script(argv, os.environ if env is None else env, cwd or os.getcwd())
     t0 = time.monotonic()
@@ -762,8 +940,10 @@ def main(args: Sequence[str] | None = None) -> int:
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     try:
         if ns.setup:
-            cache = setup(force=ns.force)
-            print(f"numavm: ready ({(cache / 'version').read_text().strip()}, {cache})")
+            # Every shape's kernel: the 6.1 one and the 6.12 one of tier2n, each cached apart.
+            for kernel in dict.fromkeys(s.kernel for s in SHAPES.values()):
+                cache = setup(force=ns.force, kernel=kernel)
+                print(f"numavm: ready ({(cache / 'version').read_text().strip()}, {cache})")
             _setup_numactl_suite()
             if not command:
                 return 0
