@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from numarun.placement.slots import Context, Placement
     from numarun.spec import JobSpec, ProcessSpec
     from numarun.supervisor.policy import Supervision
+    from numarun.supervisor.watchpolicy import Watch
     from numarun.topology import Device
 
 _PLACEHOLDER = r"(?<!\$)\{(node|worker|cpus|mem_nodes|name|gpu)\}"
@@ -106,12 +107,14 @@ class Plan(Value):
     warnings: tuple[str, ...] = ()
     topology: str = ""  # where the topology came from
     spec: str | None = None  # the spec file
+    watch: Watch | None = None  # the spec's [watch] table: what the supervisor samples
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "spec": self.spec,
             "topology": self.topology,
             "processes": [p.to_dict() for p in self.processes],
+            "watch": self.watch.to_dict() if self.watch is not None else None,
             "warnings": list(self.warnings),
         }
 
@@ -336,6 +339,7 @@ def plan_job(topology: Topology, spec: JobSpec) -> Plan:
         warnings=tuple(warnings),
         topology=topology.source,
         spec=spec.path,
+        watch=spec.watch,
     )
 
 

@@ -57,7 +57,11 @@ def checked_plan(spec: JobSpec, snapshot: str | None) -> Plan:
         lead = "checked on this host, not the snapshot's: numarun run would refuse: "
         warnings += preflight.summarise(problems, lead)
     return Plan(
-        processes=plan.processes, warnings=tuple(warnings), topology=plan.topology, spec=plan.spec
+        processes=plan.processes,
+        warnings=tuple(warnings),
+        topology=plan.topology,
+        spec=plan.spec,
+        watch=plan.watch,
     )
 
 
@@ -67,6 +71,8 @@ def render_plan(plan: Plan) -> str:
     for process in plan.processes:
         out.extend(_table(process))
         out.append("")
+    if plan.watch is not None:
+        out.extend((f"watch: {plan.watch.describe()}", ""))
     if plan.warnings:
         out.extend(f"warning: {w}" for w in plan.warnings)
     else:

@@ -35,4 +35,9 @@ def job_from_plan(plan: Plan, name: str | None = None) -> JobSpec:
                     log=w.log,
                 )
             )
-    return JobSpec(name=name or job_name_for(plan.spec), workers=tuple(workers), source=plan.spec)
+    return JobSpec(
+        name=name or job_name_for(plan.spec),
+        workers=tuple(workers),
+        source=plan.spec,
+        watch=plan.watch,
+    )

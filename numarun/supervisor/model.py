@@ -16,6 +16,7 @@ from typing import Literal
 from numarun.cpulist import format_list
 from numarun.mempolicy import MemoryPolicy
 from numarun.supervisor.policy import Supervision
+from numarun.supervisor.watchpolicy import Watch
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class JobSpec:
     name: str
     workers: tuple[WorkerSpec, ...]
     source: str | None = None  # the spec file it came from, for ``numarun status``
+    watch: Watch | None = None  # sample placement every interval (None: never sample)
 
 
 @dataclass(frozen=True)
