@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 # Kinds of mapping, in display order. "shm" is shared memory (POSIX /dev/shm, SysV, memfd,
 # shared anonymous); "huge" is hugetlbfs whatever backs it.
 KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge", "file")
+# Kinds whose pages follow the allocation policy; "file" (page cache) does not.
+JUDGED_KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge")
 
 # Modes as numarun names them, from the words mpol_to_str writes.
 _MODES = {

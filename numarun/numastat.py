@@ -76,24 +76,13 @@ class NodeMemory(Value):
         return f"NodeMemory({self.id}, free={self.free_bytes}, total={self.total_bytes})"
 
 
-def parse_counters(text: str) -> dict[str, int]:
-    """``numa_hit 1649145`` lines as a dict; odd lines are skipped."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) == 2 and fields[1].isdigit():
-            out[fields[0]] = int(fields[1])
-    return out
-
-
 def node_memory(node: int, root: str | os.PathLike[str] = "/") -> NodeMemory:
     """One node's meminfo and counters."""
     fs = sysfs.Root(root)
-    counters_text = fs.read(f"{sysfs.NODE_DIR}/node{node}/numastat")
     return NodeMemory(
         id=node,
         meminfo=sysfs.node_meminfo(fs, node),
-        counters=parse_counters(counters_text) if counters_text is not None else {},
+        counters=sysfs.node_numastat(fs, node) or {},
     )
 
 

@@ -50,15 +50,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from numarun import cpulist
-from numarun.numamaps import KINDS, Policy, Summary
+from numarun.numamaps import JUDGED_KINDS, KINDS, Policy, Summary
 from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from numarun.topology import Topology
-
-# Kinds whose pages follow the allocation policy; "file" (page cache) does not.
-JUDGED_KINDS: tuple[str, ...] = ("anon", "heap", "stack", "shm", "huge")
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 

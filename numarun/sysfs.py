@@ -264,6 +264,16 @@ def node_distances(root: Root, node: int) -> list[int] | None:
     return [int(w) for w in words]
 
 
+def node_numastat(root: Root, node: int) -> dict[str, int] | None:
+    """``nodeN/numastat``: the allocator's counters (pages since boot); None when absent.
+
+    ``numa_hit 1649145`` lines; a line that is not a name and a number is skipped (kernels
+    add counters, and a monitor must not fail on one it does not know).
+    """
+    text = root.read(f"{NODE_DIR}/node{node}/numastat")
+    return parse_counters(text) if text is not None else None
+
+
 def nodes_online(root: Root, nodes: Sequence[int] | None = None) -> frozenset[int] | None:
     """``node/online``; refused when it names a node not in ``nodes`` (the node folders)."""
     return root.read_list(f"{NODE_DIR}/online", nodes, strict=True)
@@ -351,6 +361,25 @@ def parse_meminfo(text: str) -> dict[str, int]:
         if fields and fields[0].isdigit():
             out[key.split()[-1]] = int(fields[0])
     return out
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """``name value`` lines (``numastat``, ``/proc/vmstat``) as a dict; odd lines skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].isascii() and fields[1].isdigit():
+            out[fields[0]] = int(fields[1])
+    return out
+
+
+def proc_vmstat(root: Root) -> dict[str, int] | None:
+    """``/proc/vmstat``: the memory manager's counters since boot (``numa_hint_faults``,
+    ``numa_pages_migrated``, ``pgpromote_success``, ``pgdemote_kswapd`` ...); None when
+    absent. Which counters exist depends on the kernel (``pgdemote_*`` from 5.15,
+    ``pgpromote_success`` from 6.1) and its config (``CONFIG_NUMA_BALANCING``)."""
+    text = root.read("proc/vmstat")
+    return parse_counters(text) if text is not None else None
 
 
 def proc_meminfo(root: Root) -> dict[str, int]:

@@ -244,3 +244,54 @@ def two_sockets_with_cxl() -> tuple[FakeMachine, Tiering]:
         balancing_mode=2,
     )
     return machine, tiering
+
+
+class FakeCounters:
+    """What a monitor reads that moves: meminfo, numastat, ``/proc/stat``, ``/proc/vmstat``,
+    and processes' ``numa_maps`` and ``status``, written over a :class:`FakeMachine`'s tree.
+
+    Each method writes its files anew, so a test steps the machine from one reading to the
+    next by calling them again.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, rel: str, text: str) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def meminfo(self, node: int, total_mb: int, free_mb: int, *, used: bool = True) -> None:
+        """``nodeN/meminfo``; without ``used`` no MemUsed line (then total - free is used)."""
+        lines = [
+            f"Node {node} MemTotal:       {total_mb * 1024} kB",
+            f"Node {node} MemFree:        {free_mb * 1024} kB",
+        ]
+        if used:
+            lines.append(f"Node {node} MemUsed:        {(total_mb - free_mb) * 1024} kB")
+        self.put(f"sys/devices/system/node/node{node}/meminfo", "\n".join(lines) + "\n")
+
+    def numastat(self, node: int, **counters: int) -> None:
+        text = "".join(f"{name} {value}\n" for name, value in counters.items())
+        self.put(f"sys/devices/system/node/node{node}/numastat", text)
+
+    def vmstat(self, **counters: int) -> None:
+        text = "nr_free_pages 1000\n" + "".join(f"{k} {v}\n" for k, v in counters.items())
+        self.put("proc/vmstat", text)
+
+    def stat(self, cpus: Mapping[int, tuple[int, int]]) -> None:
+        """``/proc/stat`` with each CPU's (busy, idle) jiffies (busy counted as user)."""
+        total_busy = sum(b for b, _ in cpus.values())
+        total_idle = sum(i for _, i in cpus.values())
+        lines = [f"cpu  {total_busy} 0 0 {total_idle} 0 0 0 0 0 0"]
+        lines += [f"cpu{c} {b} 0 0 {i} 0 0 0 0 0 0" for c, (b, i) in sorted(cpus.items())]
+        self.put("proc/stat", "\n".join([*lines, "intr 1 2 3", ""]))
+
+    def process(self, pid: int, numa_maps: str, cpus: Iterable[int], mems: Iterable[int]) -> None:
+        self.put(f"proc/{pid}/numa_maps", numa_maps)
+        self.put(
+            f"proc/{pid}/status",
+            f"Name:\tfake\nPid:\t{pid}\nCpus_allowed_list:\t{cpulist.format_list(cpus)}\n"
+            f"Mems_allowed_list:\t{cpulist.format_list(mems)}\n",
+        )

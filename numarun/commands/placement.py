@@ -248,7 +248,8 @@ def _mb(n: int) -> str:
 def render(report: ProcessReport, machine_nodes: list[int]) -> str:
     """The human table for one process."""
     from numarun import cpulist
-    from numarun.report import JUDGED_KINDS, share
+    from numarun.numamaps import JUDGED_KINDS
+    from numarun.report import share
 
     summary = report.summary
     kinds = summary.kind_bytes()
