@@ -155,9 +155,16 @@ def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) ->
             f"supervisor pid {sup.pid}, up {_uptime(sup.started)}"
             + (f", spec {data.source}" if data.source else "")
         )
-        rows = [("worker", "state", "pid", "up", "starts", "node", "cpus", "memory", "verdict")]
+        # The [watch] columns only for a job that samples its workers.
+        watched = any(w.local_ratio is not None or w.remediations for w in data.workers)
+        head = ("worker", "state", "pid", "up", "starts", "node", "cpus", "memory", "verdict")
+        rows: list[tuple[str, ...]] = [head + (("local", "moves") if watched else ())]
         for w in data.workers:
             pid = w.pid
+            cpus = w.cpus or "any"
+            if w.cpus_now is not None:
+                cpus = f"{w.cpus_now} (planned {cpus})"
+            local = "-" if w.local_ratio is None else f"{w.local_ratio:.0%}"
             rows.append(
                 (
                     w.label,
@@ -166,9 +173,14 @@ def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) ->
                     _uptime(w.started) if pid else "-",
                     str(w.starts),
                     str(w.node) if w.node is not None else "-",
-                    w.cpus or "any",
+                    cpus,
                     w.memory or "default",
                     verdicts.get(pid, "-") if pid else "-",
+                    *(
+                        (local + (" drift" if w.drifted else ""), str(w.remediations))
+                        if watched
+                        else ()
+                    ),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -177,6 +189,8 @@ def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) ->
         for w in data.workers:
             if w.failure:
                 lines.append(f"  {w.label} failed: {w.failure}")
+            if w.drifted and w.drift:
+                lines.append(f"  {w.label} drifted: {w.drift}")
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 

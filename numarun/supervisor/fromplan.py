@@ -33,6 +33,7 @@ def job_from_plan(plan: Plan, name: str | None = None) -> JobSpec:
                     supervision=process.supervision,
                     stdin=w.stdin,
                     log=w.log,
+                    smt=process.smt,
                 )
             )
     return JobSpec(

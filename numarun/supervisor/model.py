@@ -41,6 +41,7 @@ class WorkerSpec:
     supervision: Supervision = field(default_factory=Supervision)  # restarts, stopping
     stdin: str = "null"  # "null", "inherit" (the supervisor's own) or a file to read
     log: str | None = None
+    smt: str = "allow"  # its group's SMT rule, for CPUs given in place of offline ones
 
     @property
     def label(self) -> str:
@@ -113,6 +114,16 @@ EventKind = Literal[
     "job-stopping",  # the whole job is stopping (message says why)
     "job-done",  # every worker is down; the supervisor's loop ends
     "output",  # a line the worker wrote (message; stream); only with output_events=True
+    # With a [watch] table (numarun.supervisor.keeper):
+    "sampled",  # the job's placement was sampled (job event; metrics are written on it)
+    "drift",  # below the threshold for two samples in a row (message: how far)
+    "recovered",  # back at or above the threshold
+    "remediated",  # pages moved back with migrate_pages (message: sizes)
+    "remediation-skipped",  # not moved: the home nodes lack the free memory
+    "remediation-failed",  # migrate_pages refused (message: why)
+    "cpus-moved",  # planned CPUs went offline or left the cpuset: others given
+    "cpus-restored",  # the planned CPUs are back
+    "no-cpus",  # its node has no usable CPU left
 ]
 
 
