@@ -23,6 +23,8 @@ from numarun.options import typer_option
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+    from numarun.metrics import JobMetrics, MetricsServer
+    from numarun.supervisor import Supervisor
     from numarun.supervisor.state import JobState
     from numarun.topology import Topology
 
@@ -46,6 +48,8 @@ def run_job(
     name: str | None = None,
     colour: bool | None = None,
     state_dir: str | None = None,
+    metrics: str | None = None,
+    metrics_listen: str | None = None,
 ) -> int:
     from numarun import preflight
     from numarun.plan import plan_job
@@ -61,18 +65,142 @@ def run_job(
     for warning in plan.warnings:
         print(f"numarun: warning: {warning}", file=sys.stderr)
     job = job_from_plan(plan, name)
+    wants_metrics = metrics is not None or metrics_listen is not None
+    if wants_metrics and job.watch is None:
+        import dataclasses
+
+        from numarun.supervisor.watchpolicy import Watch
+
+        job = dataclasses.replace(job, watch=Watch())  # metrics need samples: the defaults
+    if metrics is not None:
+        _check_metrics_file(metrics)
     if colour is None and os.environ.get("NO_COLOR"):
         colour = False
     printer = PrefixPrinter(job.workers, colour=colour)
     supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
-    # start() checks every worker, the state directory and the job's name before the
-    # first spawn; the job's interleave weights, written first, are restored on any exit.
-    with _job_weights(spec.weights, topology), supervisor.handle_signals():
-        supervisor.start()
-        result = supervisor.run()
+    server = _metrics_server(metrics_listen) if metrics_listen is not None else None
+    try:
+        # start() checks every worker, the state directory and the job's name before the
+        # first spawn; the job's interleave weights, written first, are restored on any exit.
+        with _job_weights(spec.weights, topology), supervisor.handle_signals():
+            supervisor.start()
+            if not wants_metrics:
+                result = supervisor.run()
+            else:
+                exporter = _Exporter(supervisor, metrics, server)
+                exporter.publish()  # at once: the workers are up, their first sample to come
+                for event in supervisor.events():
+                    if event.kind in _PUBLISH_ON:
+                        exporter.publish()
+                result = supervisor.result()
+    finally:
+        if server is not None:
+            server.close()
     if not result.ok:
         raise result.error()
     return 0
+
+
+# -- metrics (numarun.metrics is imported only here, only when asked for) ----------------
+
+# After a sample, and when a worker goes up or down between samples.
+_PUBLISH_ON = frozenset({"sampled", "spawned", "exited"})
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` (127.0.0.1) or ``[::1]:PORT`` as (host, port)."""
+    from numarun import refusals
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise refusals.metrics_listen(text, "not [HOST]:PORT with a port 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise refusals.metrics_listen(text, "an IPv6 address goes in brackets, [::1]:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def _metrics_server(text: str) -> MetricsServer:
+    from numarun import refusals
+    from numarun.metrics import MetricsServer
+
+    host, port = parse_listen(text)
+    try:
+        return MetricsServer(host, port)
+    except OSError as err:
+        raise refusals.metrics_listen(text, f"cannot listen there: {err.strerror or err}") from None
+
+
+def _check_metrics_file(path: str) -> None:
+    """Refuse, before anything starts, a metrics file that could never be written."""
+    from numarun import refusals
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise refusals.metrics_file(path, f"the directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise refusals.metrics_file(path, f"the directory {directory} is not writable")
+    if os.path.isdir(path):
+        raise refusals.metrics_file(path, "is a directory")
+
+
+class _Exporter:
+    """Publishes the supervisor's latest sample: the textfile, the HTTP server, or both."""
+
+    def __init__(self, supervisor: Supervisor, path: str | None, server: MetricsServer | None):
+        self.supervisor = supervisor
+        self.path = path
+        self.server = server
+        self._failed = False
+
+    def publish(self) -> None:
+        from numarun.metrics import write_textfile
+
+        metrics = job_metrics(self.supervisor)
+        if self.server is not None:
+            self.server.update(metrics)
+        if self.path is None:
+            return
+        try:
+            write_textfile(self.path, metrics)
+        except OSError as err:
+            # A full disk must not end the supervision of running workers; said once.
+            if not self._failed:
+                self.supervisor.printer.note(
+                    None, f"cannot write the metrics file {self.path}: {err.strerror or err}"
+                )
+            self._failed = True
+        else:
+            self._failed = False
+
+
+def job_metrics(supervisor: Supervisor) -> JobMetrics:
+    """The job's metrics now: each worker's state and latest sample, each node's."""
+    from numarun.metrics import JobMetrics, WorkerMetrics
+
+    keeper = supervisor.keeper
+    workers = []
+    for w in supervisor.workers:
+        kept = keeper.slot(w.spec) if keeper is not None else None
+        current = kept is not None and w.pid is not None and kept.pid == w.pid
+        found = kept.locality if kept is not None and current else None
+        ratio = found.local_ratio if found is not None else None
+        verdict = None
+        if ratio is not None and keeper is not None:
+            verdict = "pass" if ratio >= keeper.watch.threshold else "fail"
+        workers.append(
+            WorkerMetrics(
+                worker=w.spec.label,
+                up=w.state == "running",
+                restarts=max(0, w.starts - 1),
+                locality=found,
+                verdict=verdict,
+                remediations=kept.remediations if kept is not None else 0,
+            )
+        )
+    nodes = keeper.nodes if keeper is not None else ()
+    return JobMetrics(job=supervisor.job.name, workers=tuple(workers), nodes=nodes)
 
 
 def _job_weights(value: str | None, topology: Topology) -> AbstractContextManager[object]:
@@ -294,8 +422,18 @@ def register(app: typer.Typer) -> None:
         spec_file: str = typer.Argument(..., metavar="FILE", help="A job spec (TOML)."),
         name: str | None = typer_option("name"),
         colour: bool | None = typer_option("colour"),
+        metrics: str | None = typer_option("metrics"),
+        metrics_listen: str | None = typer_option("metrics_listen"),
     ) -> None:
-        raise typer.Exit(run_job(spec_file, name=name, colour=colour))
+        raise typer.Exit(
+            run_job(
+                spec_file,
+                name=name,
+                colour=colour,
+                metrics=metrics,
+                metrics_listen=metrics_listen,
+            )
+        )
 
     @app.command("status", help=STATUS_HELP)
     def status_command(
