@@ -328,3 +328,59 @@ def test_status_shows_locality_drift_and_moved_cpus(topology: Topology) -> None:
     assert "0,3 (planned 0,2)" in row
     assert row.split()[-3:] == ["25%", "drift", "0"]
     assert "w.0 drifted: 25% of its memory is on node 0 (threshold 90%" in text
+
+
+def test_cpuset_effective_is_read_from_the_nearest_cgroup_that_has_one(tmp_path: Path) -> None:
+    from numarun import sysfs
+
+    top = tmp_path / "sys/fs/cgroup"
+    job = top / "svc" / "numarun-job-1"
+    job.mkdir(parents=True)
+    (top / "svc" / "cpuset.cpus.effective").write_text("0-1,3\n")
+    fs = sysfs.Root(tmp_path)
+    here, mount = "/sys/fs/cgroup/svc/numarun-job-1", "/sys/fs/cgroup"
+    assert sysfs.cpuset_cpus_effective(fs, here, mount) == {0, 1, 3}  # the parent's
+    (job / "cpuset.cpus.effective").write_text("1\n")
+    assert sysfs.cpuset_cpus_effective(fs, here, mount) == {1}  # its own
+    assert sysfs.cpuset_cpus_effective(fs, "/sys/fs/cgroup/other", mount) is None
+
+
+def test_every_thread_of_a_live_process_is_listed() -> None:
+    import os
+    import threading
+
+    from numarun import procfs
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        tids = procfs.tasks(os.getpid())
+        assert os.getpid() in tids and helper.native_id in tids
+    finally:
+        stop.set()
+        helper.join()
+
+
+def test_a_version_1_state_file_of_an_older_numarun_is_still_read() -> None:
+    from numarun.supervisor import state
+
+    old = {
+        "format": state.FORMAT,
+        "version": 1,
+        "job": "old",
+        "source": None,
+        "state": "running",
+        "supervisor": {"pid": 1, "start_ticks": 5, "started": 1.0},
+        "workers": [
+            {
+                "name": "w", "index": 0, "node": 0, "cpus": "0", "memory": None, "argv": ["w"],
+                "state": "running", "pid": 2, "started": 1.0, "starts": 1,
+                "last_status": None, "failure": None,
+            }
+        ],
+    }  # fmt: skip
+    (w,) = state.JobState.from_dict(old).workers
+    assert (w.local_ratio, w.drifted, w.remediations, w.cpus_now) == (None, False, 0, None)
+    with pytest.raises(state.StateFileError, match="version 3, not one of 1, 2"):
+        state.JobState.from_dict({**old, "version": 3})
