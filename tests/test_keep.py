@@ -37,6 +37,9 @@ class FakeKernel:
         self.free = {n: 400 * MiB for n in topology.nodes}
         self.affinity: dict[int, frozenset[int]] = {}  # tid -> CPUs set by the keeper
         self.moves: list[tuple[int, frozenset[int], frozenset[int]]] = []
+        self.cpu = 0.0
+        self.calls = 0
+        self.cost_per_sample = 0.0  # CPU seconds a sample costs, as the supervisor measures
 
     def usable_cpus(self) -> frozenset[int] | None:
         return self.usable
@@ -75,6 +78,12 @@ class FakeKernel:
 
     def set_cpus(self, tid: int, cpus: frozenset[int]) -> None:
         self.affinity[tid] = cpus
+
+    def cpu_seconds(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # read before and after each sample: this is after
+            self.cpu += self.cost_per_sample
+        return self.cpu
 
     def migrate(self, pid: int, from_nodes: frozenset[int], to_nodes: frozenset[int]) -> int:
         self.moves.append((pid, from_nodes, to_nodes))
@@ -166,6 +175,22 @@ def test_samples_come_every_interval_on_the_supervisors_clock(topology: Topology
     times = [e.time for e in events if e.kind == "sampled"]
     assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [2.5, 2.5, 2.5]
     assert kinds(events) == []  # all memory at home, all CPUs usable: nothing to say
+
+
+def test_samples_that_cost_more_than_the_budget_come_less_often(topology: Topology) -> None:
+    kernel = FakeKernel(topology)
+    kernel.cost_per_sample = 0.04  # 40 ms of CPU a sample: 4 % of a CPU at 1 s
+    _sup, _sim, events = drive(
+        kernel, Watch(interval=1), (worker(0, 0, [0, 2]),), lambda n, s, sim: None, 4
+    )
+    times = [e.time for e in events if e.kind == "sampled"]
+    # 40 ms / 0.8 % = 5 s
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [5.0, 5.0, 5.0]
+    (said,) = [e for e in events if e.kind == "sampling-slowed"]
+    assert said.message == (
+        "one sample of 1 workers took 40 ms of CPU: sampling every 5.0 s instead of 1 s, "
+        "to stay within 0.8% of a CPU"
+    )
 
 
 def test_drift_after_two_samples_below_then_migrate_back(topology: Topology) -> None:

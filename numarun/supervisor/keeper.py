@@ -19,6 +19,13 @@ interval). A sample does three things, cheapest first:
    for :data:`~numarun.supervisor.watchpolicy.DRIFT_SAMPLES` samples in a row is a drift
    event; back at or above it, a recovery.
 
+The CPU budget. Reading ``numa_maps`` makes the kernel walk every page table of the
+worker (about 7 ms of CPU per GiB here), so a sample's cost grows with the job's memory.
+The supervisor measures each sample's CPU time (the sample and the state file it rewrites)
+and waits at least cost / :data:`~numarun.supervisor.watchpolicy.CPU_BUDGET` before the
+next one (:meth:`Keeper.wait_after`): sampling never takes more than that share of a CPU,
+and says so once when it has to come less often than the interval.
+
 With ``remediate = "migrate"`` a drifted worker's pages are moved back with
 ``migrate_pages(2)``: from its heaviest remote node to its home nodes, one node per move.
 
@@ -47,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from numarun.cpulist import format_list
-from numarun.supervisor.watchpolicy import DRIFT_SAMPLES, Watch
+from numarun.supervisor.watchpolicy import CPU_BUDGET, DRIFT_SAMPLES, Watch
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -86,6 +93,10 @@ class KeeperKernel(Protocol):
 
     def migrate(self, pid: int, from_nodes: frozenset[int], to_nodes: frozenset[int]) -> int:
         """``migrate_pages(2)``: the pages that could not be moved."""
+        ...
+
+    def cpu_seconds(self) -> float:
+        """The supervisor's CPU time so far (user + system), for the sampling budget."""
         ...
 
 
@@ -146,6 +157,11 @@ class LiveKernel:
 
         return migrate_pages(pid, from_nodes, to_nodes)
 
+    def cpu_seconds(self) -> float:
+        import time
+
+        return time.process_time()
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -196,6 +212,29 @@ class Keeper:
         self.samples = 0
         self._usable: frozenset[int] | None = None
         self._migrate_at = 0.0  # the supervisor's clock: no move before this
+        self.cost = 0.0  # CPU seconds of the latest sample
+        self._slowed_said = False
+
+    def wait_after(self, cost: float) -> tuple[float, Finding | None]:
+        """Seconds until the next sample after one that cost ``cost`` CPU seconds: the
+        interval, or longer to stay within :data:`CPU_BUDGET`; and a note, the first time."""
+        self.cost = cost
+        interval = self.watch.interval
+        needed = cost / CPU_BUDGET
+        if needed <= interval:
+            return interval, None
+        note = None
+        if not self._slowed_said:
+            self._slowed_said = True
+            note = Finding(
+                "sampling-slowed",
+                None,
+                None,
+                f"one sample of {len(self.kept)} workers took {cost * 1000:.0f} ms of CPU: "
+                f"sampling every {needed:.1f} s instead of {interval:g} s, to stay within "
+                f"{CPU_BUDGET:.1%} of a CPU",
+            )
+        return needed, note
 
     def slot(self, spec: WorkerSpec) -> Kept:
         return self.kept.setdefault(spec.label, Kept())

@@ -613,24 +613,33 @@ class Supervisor:
         self._next_sample = self.clock.now() + self.job.watch.interval
 
     def _sample_due(self, now: float) -> None:
-        """Sample the running workers when the interval is up, and emit what it found."""
-        if self.keeper is None or self._next_sample is None or now < self._next_sample:
+        """Sample the running workers when the interval is up, and emit what it found.
+
+        The sample's CPU cost (with the state file it rewrites) sets the next wait: the
+        interval, or longer where that would spend more than the budget (see
+        :meth:`~numarun.supervisor.keeper.Keeper.wait_after`)."""
+        keeper = self.keeper
+        if keeper is None or self._next_sample is None or now < self._next_sample:
             return
-        interval = self.keeper.watch.interval
-        # The next one an interval after this one was due (no drift with a busy loop), but
-        # never in the past after a long stall.
-        self._next_sample = max(self._next_sample + interval, now + interval / 2)
+        spent = keeper.kernel.cpu_seconds()
         running = [
             (w.spec, w.instance.pid)
             for w in self.workers
             if w.state == "running" and w.instance is not None
         ]
         by_label = {w.spec.label: w for w in self.workers}
-        for finding in self.keeper.sample(now, running):
+        for finding in keeper.sample(now, running):
             worker = by_label.get(finding.worker.label) if finding.worker is not None else None
             self._emit(finding.kind, worker, pid=finding.pid, message=finding.message)
-        self._emit("sampled", message=f"sample {self.keeper.samples}")
         self._dirty = True
+        self._flush_state()
+        wait, note = keeper.wait_after(keeper.kernel.cpu_seconds() - spent)
+        if note is not None:
+            self._emit(note.kind, message=note.message)
+        # The next one a wait after this one was due (no drift with a busy loop), but never
+        # in the past after a long stall.
+        self._next_sample = max(self._next_sample + wait, now + wait / 2)
+        self._emit("sampled", message=f"sample {keeper.samples}")
 
     # -- signals ------------------------------------------------------------------------
 
@@ -773,6 +782,7 @@ _WATCH_NOTES = {
     "cpus-moved": "{}",
     "cpus-restored": "its planned CPUs are back: {}",
     "no-cpus": "{}",
+    "sampling-slowed": "{}",
 }
 
 

@@ -124,6 +124,7 @@ EventKind = Literal[
     "cpus-moved",  # planned CPUs went offline or left the cpuset: others given
     "cpus-restored",  # the planned CPUs are back
     "no-cpus",  # its node has no usable CPU left
+    "sampling-slowed",  # samples cost more than the CPU budget: they come less often
 ]
 
 
