@@ -9,6 +9,7 @@ user sees: the events and their words, the pages moved and each thread's CPUs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from numarun.commands.run import render_status
 from numarun.mempolicy import MemoryPolicy
-from numarun.supervisor import Event, JobSpec, Supervisor, WorkerSpec
+from numarun.supervisor import Backoff, Event, JobSpec, Supervision, Supervisor, WorkerSpec
 from numarun.supervisor.watchpolicy import Watch
 from numarun.topology import Topology, read_topology
 from numarun.watch import Locality, NodeSample
@@ -409,3 +410,26 @@ def test_a_version_1_state_file_of_an_older_numarun_is_still_read() -> None:
     assert (w.local_ratio, w.drifted, w.remediations, w.cpus_now) == (None, False, 0, None)
     with pytest.raises(state.StateFileError, match="version 3, not one of 1, 2"):
         state.JobState.from_dict({**old, "version": 3})
+
+
+def test_a_worker_that_starts_after_a_cpu_went_offline_is_moved_too(
+    topology: Topology,
+) -> None:
+    """The CPU goes offline while the worker waits to restart: the sample that saw the
+    change had no instance to move; the next instance is moved when it is sampled."""
+    kernel = FakeKernel(topology)
+    sim = Sim(lambda label, n: Run(runs=0.5) if n == 0 else Run())
+    rules = Supervision(restart="always", backoff=Backoff(initial=2.0, max=2.0, jitter=0.0))
+    again = dataclasses.replace(worker(0, 0, [0, 2]), supervision=rules)
+    sup = supervisor(sim, JobSpec("keep", (again,), watch=Watch(interval=1)))
+    sup._keeper_kernel = kernel
+    events: list[Event] = []
+    for event in sup.events():
+        events.append(event)
+        if event.kind == "exited":  # down until t = 2.5; the sample at t = 1 sees cpu2 gone
+            kernel.usable = frozenset(topology.cpus) - {2}
+        if event.kind == "sampled" and len([e for e in events if e.kind == "sampled"]) == 5:
+            sup.stop()
+    _first, second = (e.pid for e in events if e.kind == "spawned")
+    assert [e.pid for e in events if e.kind == "cpus-moved"] == [second]
+    assert second is not None and kernel.affinity[second] == frozenset({0, 3})

@@ -349,8 +349,11 @@ class Keeper:
         found: list[Finding] = []
         for spec, pid in running:
             kept = self.slot(spec)
-            stale = kept.cpus is not None and kept.cpus_pid != pid  # restarted while moved
-            if spec.cpus is None or not (changed or stale):
+            if spec.cpus is None:
+                continue
+            # A new instance starts on its planned CPUs: moved again if some are not usable.
+            stale = kept.cpus_pid != pid and (kept.cpus is not None or not spec.cpus <= usable)
+            if not (changed or stale):
                 continue
             busy = frozenset().union(
                 *(
