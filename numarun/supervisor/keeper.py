@@ -38,9 +38,12 @@ passed, skipping the samples in between. Over time the job moves at most the rat
 average; a single node's pages may move faster than the rate, once.
 
 The room rule (numad's as a reference: it moves a process only to a node with the free
-memory to take it). A move goes ahead only when the home nodes' free memory, less a reserve
-of the larger of :data:`RESERVE_BYTES` and :data:`RESERVE_SHARE` of their memory, holds the
-bytes to move; otherwise it is skipped with one note per drift, and tried again later.
+memory to take it). A move goes ahead only when the home nodes' room, less a reserve of the
+larger of :data:`RESERVE_BYTES` and :data:`RESERVE_SHARE` of their memory, holds the bytes
+to move; otherwise it is skipped with one note per drift, and tried again later. The room
+is ``MemFree`` plus ``Inactive(file)`` of ``nodeN/meminfo``: the page cache the kernel
+reclaims first when ``migrate_pages`` allocates on that node (a long-running machine's
+free memory is mostly cache), read only when a move is due.
 
 Everything the keeper reads or changes goes through a :class:`KeeperKernel` (the real one,
 :class:`LiveKernel`, reads through numarun.sysfs and numarun.procfs), so that tests drive
@@ -63,6 +66,9 @@ if TYPE_CHECKING:
     from numarun.topology import Topology
     from numarun.watch import Locality, NodeSample
 
+#: After the usable CPUs change, this many samples (that one included) look at every
+#: worker's CPUs, not only at those the keeper set (see Keeper._keep_cpus).
+SETTLE_SAMPLES = 3
 #: The home nodes keep at least this much free after a move ...
 RESERVE_BYTES = 64 << 20
 #: ... or this share of their memory, whichever is larger.
@@ -89,6 +95,15 @@ class KeeperKernel(Protocol):
 
     def set_cpus(self, tid: int, cpus: frozenset[int]) -> None:
         """Set one thread's affinity; ProcessLookupError when it is gone."""
+        ...
+
+    def cpus_of(self, tid: int) -> frozenset[int] | None:
+        """One thread's affinity now; None when it is gone."""
+        ...
+
+    def node_room(self, node: int) -> int:
+        """Bytes a node can take: free, and file pages on its inactive list (reclaimed
+        first when an allocation needs the room)."""
         ...
 
     def migrate(self, pid: int, from_nodes: frozenset[int], to_nodes: frozenset[int]) -> int:
@@ -152,6 +167,18 @@ class LiveKernel:
     def set_cpus(self, tid: int, cpus: frozenset[int]) -> None:
         os.sched_setaffinity(tid, cpus)
 
+    def cpus_of(self, tid: int) -> frozenset[int] | None:
+        try:
+            return frozenset(os.sched_getaffinity(tid))
+        except OSError:
+            return None
+
+    def node_room(self, node: int) -> int:
+        from numarun import sysfs
+
+        info = sysfs.node_meminfo(self._fs, node)
+        return (info.get("MemFree", 0) + info.get("Inactive(file)", 0)) * 1024
+
     def migrate(self, pid: int, from_nodes: frozenset[int], to_nodes: frozenset[int]) -> int:
         from numarun.mempolicy import migrate_pages
 
@@ -211,6 +238,7 @@ class Keeper:
         self.nodes: tuple[NodeSample, ...] = ()
         self.samples = 0
         self._usable: frozenset[int] | None = None
+        self._settle = 0  # samples left in which every worker's CPUs are looked at
         self._migrate_at = 0.0  # the supervisor's clock: no move before this
         self.cost = 0.0  # CPU seconds of the latest sample
         self._slowed_said = False
@@ -287,7 +315,6 @@ class Keeper:
 
     def _remediate(self, now: float, running: Sequence[tuple[WorkerSpec, int]]) -> list[Finding]:
         """At most one move a sample: the first drifted worker's heaviest remote node."""
-        free = {n.id: n.memory_free_bytes for n in self.nodes}
         total = {n.id: n.memory_total_bytes for n in self.nodes}
         for spec, pid in running:
             kept = self.slot(spec)
@@ -298,7 +325,7 @@ class Keeper:
                 continue
             source, size = next(iter(remote.items()))
             home = home_nodes(spec)
-            room = sum(free.get(n, 0) for n in home)
+            room = sum(self.kernel.node_room(n) for n in home)  # read only for a move
             reserve = max(RESERVE_BYTES, int(RESERVE_SHARE * sum(total.get(n, 0) for n in home)))
             if room - reserve < size:
                 if kept.blocked_said:
@@ -310,8 +337,8 @@ class Keeper:
                         spec,
                         pid,
                         f"not moving {_mib(size)} from node {source}: {_nodes(home)} "
-                        f"{'has' if len(home) == 1 else 'have'} {_mib(room)} free, less a "
-                        f"reserve of {_mib(reserve)}",
+                        f"{'has' if len(home) == 1 else 'have'} {_mib(room)} free or "
+                        f"reclaimable, less a reserve of {_mib(reserve)}",
                     )
                 ]
             return [self._move(now, spec, pid, source=source, size=size)]
@@ -344,16 +371,18 @@ class Keeper:
         usable = self.kernel.usable_cpus()
         if usable is None:
             return []
-        changed = usable != self._usable
-        self._usable = usable
+        if usable != self._usable:
+            self._usable = usable
+            self._settle = SETTLE_SAMPLES
         found: list[Finding] = []
         for spec, pid in running:
-            kept = self.slot(spec)
             if spec.cpus is None:
                 continue
+            kept = self.slot(spec)
+            touched = kept.cpus_pid == pid  # this instance's CPUs were set by the keeper
             # A new instance starts on its planned CPUs: moved again if some are not usable.
-            stale = kept.cpus_pid != pid and (kept.cpus is not None or not spec.cpus <= usable)
-            if not (changed or stale):
+            fresh = not touched and (kept.cpus is not None or not spec.cpus <= usable)
+            if not (self._settle or touched or fresh):
                 continue
             busy = frozenset().union(
                 *(
@@ -362,44 +391,64 @@ class Keeper:
                     if s.label != spec.label
                 )
             )
-            target = self._target(spec, usable, busy)
-            if target is None:
-                if not kept.no_cpus_said:
-                    kept.no_cpus_said = True
-                    found.append(
-                        Finding(
-                            "no-cpus",
-                            spec,
-                            pid,
-                            f"node {spec.node} has no usable CPU left (CPUs "
-                            f"{format_list(spec.cpus)} planned): the kernel runs it where "
-                            f"its cpuset allows; its memory policy is kept",
-                        )
-                    )
-                continue
-            kept.no_cpus_said = False
-            current = kept.cpus if kept.cpus_pid == pid and kept.cpus is not None else spec.cpus
-            if target == current and not stale:
-                continue
+            finding = self._keep_cpus(spec, pid, usable, busy)
+            if finding is not None:
+                found.append(finding)
+        if self._settle:
+            self._settle -= 1
+        return found
+
+    def _keep_cpus(
+        self, spec: WorkerSpec, pid: int, usable: frozenset[int], busy: frozenset[int]
+    ) -> Finding | None:
+        """Give one worker the CPUs it should have now; the event, when they changed.
+
+        What its main thread has is read (one ``sched_getaffinity``) and set again when it
+        differs: kernels before 6.2 reset every task of a cgroup v2 cpuset to the cpuset's
+        CPUs when a CPU goes or comes, a little after the change (a workqueue), which
+        undoes a setting made at the sample that saw the change; the samples that follow
+        one (:data:`SETTLE_SAMPLES`), and every sample of a worker the keeper moved, look.
+        """
+        assert spec.cpus is not None
+        kept = self.slot(spec)
+        target = self._target(spec, usable, busy)
+        if target is None:
+            if kept.no_cpus_said:
+                return None
+            kept.no_cpus_said = True
+            return Finding(
+                "no-cpus",
+                spec,
+                pid,
+                f"node {spec.node} has no usable CPU left (CPUs {format_list(spec.cpus)} "
+                "planned): the kernel runs it where its cpuset allows; its memory policy "
+                "is kept",
+            )
+        kept.no_cpus_said = False
+        touched = kept.cpus_pid == pid
+        announced = kept.cpus if touched and kept.cpus is not None else spec.cpus
+        actual = self.kernel.cpus_of(pid)
+        if actual is None:
+            return None  # gone: its exit is the supervisor's business
+        if actual != target:
             self._apply(pid, target)
             kept.cpus_pid = pid
-            if target == spec.cpus:
-                kept.cpus = None
-                found.append(Finding("cpus-restored", spec, pid, f"CPUs {format_list(target)}"))
-            else:
-                kept.cpus = target
-                gone = spec.cpus - usable
-                found.append(
-                    Finding(
-                        "cpus-moved",
-                        spec,
-                        pid,
-                        f"CPUs {format_list(gone)} of its {format_list(spec.cpus)} are offline "
-                        f"or outside the cpuset: now on CPUs {format_list(target)} "
-                        f"({len(target)} of {len(spec.cpus)})",
-                    )
-                )
-        return found
+        if target == announced:
+            return None
+        kept.cpus_pid = pid
+        if target == spec.cpus:
+            kept.cpus = None
+            return Finding("cpus-restored", spec, pid, f"CPUs {format_list(target)}")
+        kept.cpus = target
+        gone = spec.cpus - usable
+        return Finding(
+            "cpus-moved",
+            spec,
+            pid,
+            f"CPUs {format_list(gone)} of its {format_list(spec.cpus)} are offline or "
+            f"outside the cpuset: now on CPUs {format_list(target)} "
+            f"({len(target)} of {len(spec.cpus)})",
+        )
 
     def _target(
         self, spec: WorkerSpec, usable: frozenset[int], busy: frozenset[int]

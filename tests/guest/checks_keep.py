@@ -22,6 +22,7 @@ The results are reduced to numbers and short lists (the guest's report must stay
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -135,6 +136,15 @@ def _pages(pid: int) -> dict[str, int]:
     return pages
 
 
+def _meminfo(node: int, keys: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/sys/devices/system/node/node{node}/meminfo").read_text().splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[2].rstrip(":") in keys:
+            out[words[2].rstrip(":")] = int(words[3])
+    return out
+
+
 def _wait(what: Callable[[], Any], until: Callable[[Any], bool], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     value = what()
@@ -160,7 +170,11 @@ def _ready(out: Path) -> dict[str, int]:
 
 def _drift_part(ctx: Context, prom: Path, pid: int) -> JSONDict:
     """migratepages PID 0 1, then the metrics file until the locality is back."""
-    res: JSONDict = {"before": _ratio(prom, "keep.0"), "pages_before": _pages(pid)}
+    res: JSONDict = {
+        "before": _ratio(prom, "keep.0"),
+        "pages_before": _pages(pid),
+        "node0_kb": _meminfo(0, ("MemFree", "Inactive(file)")),
+    }
     moved = ctx.run(["migratepages", str(pid), "0", "1"], timeout=120)
     res["migratepages"] = {"rc": moved["rc"], "stderr": moved["stderr"][-300:]}
     t_moved = time.monotonic()
@@ -220,7 +234,7 @@ def keep_job(ctx: Context) -> JSONDict:
     prom = WORKDIR / "keep.prom"
     prom.unlink(missing_ok=True)
     out_path, err_path = WORKDIR / "run.out", WORKDIR / "run.err"
-    result: JSONDict = {"interval": INTERVAL, "fill_mb": FILL_MB}
+    result: JSONDict = {"interval": INTERVAL, "fill_mb": FILL_MB, "kernel": os.uname().release}
     proc: subprocess.Popen[bytes] | None = None
     try:
         with open(out_path, "wb") as out, open(err_path, "wb") as err:

@@ -22,6 +22,11 @@ def _keep(guest: GuestReport) -> dict[str, Any]:
     return res
 
 
+def _why(res: dict[str, Any]) -> str:
+    """What numarun said, for a failing assertion's message."""
+    return f"kernel {res.get('kernel')}; numarun said: " + " / ".join(res.get("notes", []))
+
+
 def _share(pages: dict[str, int], node: str) -> float:
     total = sum(pages.values())
     return pages.get(node, 0) / total if total else 0.0
@@ -37,8 +42,8 @@ def test_moved_pages_come_back_and_are_counted(guest_2n2c2t: GuestReport) -> Non
     assert _share(drift["pages_moved"], "1") >= 0.99, drift["pages_moved"]
     assert drift["low"] is not None and drift["low"] < 0.5, drift
     # Back within a few intervals: at least 90 % by the metrics and by numa_maps, one move.
-    assert drift["back"] >= 0.9, drift
-    assert drift["back_after_s"] <= 6 * res["interval"], drift
+    assert drift["back"] >= 0.9, f"{drift}; {_why(res)}"
+    assert drift["back_after_s"] <= 6 * res["interval"], f"{drift}; {_why(res)}"
     assert _share(drift["pages_after"], "0") >= 0.9, drift["pages_after"]
     assert drift["remediations"] == 1.0, drift
     assert drift["other_remediations"] == 0.0, drift  # worker 1 was never touched
@@ -64,11 +69,13 @@ def test_an_offline_cpu_is_replaced_on_every_thread_and_given_back(
     lists = {tuple(parse_cpulist(c)) for c in offline.values()}
     assert len(lists) == 1, offline
     (given,) = lists
-    assert len(given) == len(planned) and cpu not in given and set(given) <= node0, hot
+    assert len(given) == len(planned) and cpu not in given and set(given) <= node0, (
+        f"{hot}; {_why(res)}"
+    )
     # smt = "avoid": one thread per physical core (the guest's sysfs says which are siblings).
     cores = {tuple(res["siblings"][str(c)]) for c in given}
     assert len(cores) == len(given), (given, res["siblings"])
     # Online again: the planned CPUs, on every thread.
-    assert hot["online"] == before, hot
+    assert hot["online"] == before, f"{hot}; {_why(res)}"
     notes = "\n".join(res["notes"])
     assert f"CPUs {cpu} of its " in notes and "its planned CPUs are back" in notes, notes
