@@ -17,7 +17,15 @@ import typer
 from numarun.options import PREFIX, options_of, typer_option
 
 # Modules under numarun.commands that add commands to the application, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("topology", "placement", "plan", "run", "weights", "probe")
+COMMAND_MODULES: tuple[str, ...] = (
+    "topology",
+    "placement",
+    "plan",
+    "run",
+    "watch",
+    "weights",
+    "probe",
+)
 
 HELP = (
     "NUMA placement launcher and workload supervisor.\n\n"

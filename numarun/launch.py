@@ -78,7 +78,8 @@ def _exec_or_return(executable: str, argv: Sequence[str]) -> None:
 
 
 def apply_plan(plan: LaunchPlan, *, warn: bool = True) -> MemoryPolicy | None:
-    """Set the memory policy, then the CPU affinity, of the calling thread.
+    """Set the memory policy, then the CPU affinity, of the calling thread; then the
+    plan's environment variables (the device the command runs near, its GPU).
 
     Returns the memory policy in force (the fallback's, when it was used, which is then
     reported on stderr unless ``warn`` is false).
@@ -95,6 +96,8 @@ def apply_plan(plan: LaunchPlan, *, warn: bool = True) -> MemoryPolicy | None:
             )
     if plan.cpus is not None:
         set_affinity(plan.cpus)
+    for name, value in plan.env.items():  # execv passes os.environ on to the command
+        os.environ[name] = value
     return applied
 
 

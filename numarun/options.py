@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 PREFIX = "prefix"
 FAST_COMMANDS = ("topology", "placement", "numastat", "migrate")
-TYPER_COMMANDS = ("plan", "policies", "run", "status", "stop", "weights", "probe")
+TYPER_COMMANDS = ("plan", "policies", "run", "status", "stop", "watch", "weights", "probe")
 COMMANDS = (PREFIX, *FAST_COMMANDS, *TYPER_COMMANDS)
 _ALL = COMMANDS
 
@@ -91,7 +91,8 @@ OPTIONS: tuple[Opt, ...] = (
         "preferred-many, weighted-interleave, or a preset name (numarun policies).",
         (PREFIX,), group=POLICY),
     Opt("nodes", ("--nodes",), _SPEC, "The policy's memory nodes (bind when --policy is not "
-        "given).", (PREFIX,), group=POLICY),
+        "given): a node spec, local, or local+cpuless (the CPU node and its own CPU-less "
+        "CXL/HBM nodes).", (PREFIX,), group=POLICY),
     Opt("fallback", ("--fallback",), "MODE", "Use MODE, with the same nodes, when the kernel "
         "lacks the requested mode or flag.", (PREFIX,), group=POLICY),
     Opt("static_nodes", ("--static-nodes",), None, "Mode flag MPOL_F_STATIC_NODES: the nodes "
@@ -129,6 +130,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("per_rank", ("--per-rank",), None, "Plan the local ranks over this host and take this "
         "rank's slot (rank and size from Open MPI, MPICH/Hydra or Slurm).", (PREFIX,),
         group=RANKS),
+    Opt("per_gpu", ("--per-gpu",), None, "One local rank per GPU, as Slurm's "
+        "--gpu-bind=closest with a GPU a task: local rank i gets GPU i, on the GPU's node "
+        "(the node's CPUs split between its GPUs), and CUDA_VISIBLE_DEVICES or "
+        "ROCR_VISIBLE_DEVICES unless set (implies --per-rank).", (PREFIX,), group=RANKS),
     Opt("rank", ("--rank",), "I", "This process's local rank (implies --per-rank).", (PREFIX,),
         group=RANKS),
     Opt("ranks", ("--ranks",), "N", "The number of local ranks (implies --per-rank).",
@@ -147,10 +152,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("topology", ("--topology",), "FILE-or-DIR", "Use a saved snapshot or a sysfs root "
         "instead of this machine.", (PREFIX, "topology", "plan"), group=OTHER),
     Opt("root", ("--root",), "DIR", "Read sys/ and proc/ under DIR instead of /.",
-        (PREFIX, "topology", "placement", "numastat", "migrate", "weights"), group=OTHER),
+        (PREFIX, "topology", "placement", "numastat", "migrate", "weights", "watch"),
+        group=OTHER),
     Opt("json", ("--json",), None, "Print JSON instead of text (fields: man numarun).",
         ("topology", "placement", "numastat", "migrate", "plan", "policies", "status",
-         "weights", "probe")),
+         "watch", "weights", "probe")),
     Opt("save", ("--save",), "FILE", "Save a snapshot of the topology to FILE.", ("topology",)),
     Opt("colour", ("--color",), None, "Colour (default: on a terminal, unless NO_COLOR).",
         ("topology", "run"), default=None, negative="--no-color"),
@@ -184,6 +190,18 @@ OPTIONS: tuple[Opt, ...] = (
         "(default 64M).", ("probe",)),
     Opt("probe_threads", ("--threads",), "N", "At most N threads per CPU node (default: one "
         "per physical core).", ("probe",)),
+    Opt("interval", ("--interval",), "SECONDS", "Sample every SECONDS (default 2).",
+        ("watch",)),
+    Opt("once", ("--once",), None, "Print one sample and exit (its CPU utilisation is "
+        "measured over 0.25 s, between two readings).", ("watch",)),
+    Opt("count", ("--count",), "N", "Print N samples and exit.", ("watch",)),
+    Opt("memory_imbalance", ("--memory-imbalance",), "FRACTION", "Flag nodes whose shares "
+        "of memory in use are more than FRACTION apart (default 0.30; 30% works too).",
+        ("watch",)),
+    Opt("cpu_imbalance", ("--cpu-imbalance",), "FRACTION", "Flag nodes whose CPU "
+        "utilisation is more than FRACTION apart (default 0.20).", ("watch",)),
+    Opt("threshold", ("--threshold",), "FRACTION", "Flag a process with less than FRACTION "
+        "of its judged memory on its home nodes (default 0.90).", ("watch",)),
     Opt("version", ("--version",), None, "Print the version.", (PREFIX,), group=OTHER),
     # click's own help option in the typer application; the fast parser hands it to typer.
     Opt("help", ("-h", "--help"), None, "Show this message and exit.", _ALL),

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
-    from numarun.placement.cores import Core
     from numarun.placement.slots import Context, Placement
     from numarun.spec import JobSpec, ProcessSpec
     from numarun.supervisor.policy import Supervision
@@ -100,6 +99,40 @@ class ProcessPlan(Value):
         }
 
 
+class PlanWeights(Value):
+    """The weighted-interleave weights a job runs under: those in force, and the job's own.
+
+    ``job`` is what the job's ``weights`` would write (None: it sets none, or cannot here);
+    the weights its workers interleave by are ``in_force`` with ``job`` written over them.
+    """
+
+    asked: str | None = None  # the job's weights = "..." as written
+    auto: bool | None = None  # the kernel derives them itself (Linux 6.16+)
+    in_force: dict[int, int] = {}  # noqa: RUF012 - node -> weight; empty before Linux 6.9
+    job: dict[int, int] | None = None
+
+    def effective(self) -> dict[int, int]:
+        return {**self.in_force, **(self.job or {})}
+
+    def shares(self, nodes: Sequence[int]) -> dict[int, float]:
+        """Each node's expected share of a weighted interleave over ``nodes`` (w / sum w)."""
+        from numarun.weights import shares
+
+        weights = self.effective()
+        return shares({n: weights.get(n, 1) for n in sorted(nodes)})
+
+    def to_dict(self) -> dict[str, Any]:
+        def keyed(weights: dict[int, int] | None) -> dict[str, int] | None:
+            return None if weights is None else {str(n): w for n, w in sorted(weights.items())}
+
+        return {
+            "asked": self.asked,
+            "auto": self.auto,
+            "in_force": keyed(self.in_force),
+            "job": keyed(self.job),
+        }
+
+
 class Plan(Value):
     """The whole job: every process group's workers, and what deserves a second look."""
 
@@ -107,16 +140,55 @@ class Plan(Value):
     warnings: tuple[str, ...] = ()
     topology: str = ""  # where the topology came from
     spec: str | None = None  # the spec file
+    weights: PlanWeights | None = None  # None: no weighted interleave asked for anywhere
     watch: Watch | None = None  # the spec's [watch] table: what the supervisor samples
 
     def to_dict(self) -> dict[str, Any]:
+        processes = [p.to_dict() for p in self.processes]
+        for process, data in zip(self.processes, processes, strict=True):
+            for worker, out in zip(process.workers, data["workers"], strict=True):
+                out["shares"] = self.shares_of(worker)
         return {
             "spec": self.spec,
             "topology": self.topology,
-            "processes": [p.to_dict() for p in self.processes],
+            "weights": self.weights.to_dict() if self.weights is not None else None,
+            "processes": processes,
             "watch": self.watch.to_dict() if self.watch is not None else None,
             "warnings": list(self.warnings),
         }
+
+    def shares_of(self, worker: WorkerPlan) -> dict[str, float] | None:
+        """A weighted-interleave worker's expected share per node (rounded), else None."""
+        if worker.memory.mode != "weighted-interleave" or self.weights is None:
+            return None
+        found = self.weights.shares(sorted(worker.memory.nodes))
+        return {str(n): round(share, 4) for n, share in found.items()}
+
+
+def plan_weights(
+    topology: Topology, asked: str | None, processes: Sequence[ProcessPlan]
+) -> tuple[PlanWeights | None, list[str]]:
+    """The weights a job would run under, and why it could not set its own (warnings).
+
+    None when the job sets no weights and no worker interleaves by weight.
+    """
+    from numarun.errors import NumarunError
+    from numarun.weights import wanted_on
+
+    weighted = any(w.memory.mode == "weighted-interleave" for p in processes for w in p.workers)
+    if asked is None and not weighted:
+        return None, []
+    found = topology.weighted_interleave
+    in_force = dict(found.weights) if found is not None else {}
+    auto = found.auto if found is not None else None
+    if asked is None:
+        return PlanWeights(auto=auto, in_force=in_force), []
+    try:
+        job = wanted_on(asked, topology)
+    except NumarunError as err:
+        warning = f"numarun run would refuse: weights = {asked!r}: {err.message}"
+        return PlanWeights(asked=asked, auto=auto, in_force=in_force), [warning]
+    return PlanWeights(asked=asked, auto=auto, in_force=in_force, job=job), []
 
 
 # --- templating ------------------------------------------------------------------------------
@@ -150,7 +222,7 @@ def plan_process(
     """
     from numarun.placement import resolve
     from numarun.placement.bounds import bounds_of
-    from numarun.placement.slots import Context, place, placements, pool_of
+    from numarun.placement.slots import Context, per_gpu, place, placements, pool_of
 
     def where(key: str) -> str:
         return spec.where(index, key) if spec is not None else f"process[{index}].{key}"
@@ -160,8 +232,10 @@ def plan_process(
     chosen, near = _chosen_nodes(topology, group, where, limits, ctx)
     pool = pool_of(topology, chosen, limits.inherited - group.reserve_cpus, ctx)
     want = None if group.cpus_per_worker == "all" else int(group.cpus_per_worker)
+    devices: list[Device | None]
     if group.workers == "per-gpu":
-        placed, devices = _per_gpu(topology, pool, want=want, smt=group.smt, limits=limits, ctx=ctx)
+        placed, gpus = per_gpu(topology, pool, want=want, smt=group.smt, limits=limits, ctx=ctx)
+        devices = list(gpus)
     else:
         placed = place(topology, pool, workers=group.workers, want=want, smt=group.smt, ctx=ctx)
         devices = [near] * len(placed)
@@ -218,58 +292,6 @@ def _chosen_nodes(
     return resolve.cpu_nodes(spec, key, topology, limits, limits.inherited)[0], None
 
 
-def _per_gpu(
-    topology: Topology,
-    pool: dict[int, list[Core]],
-    *,
-    want: int | None,
-    smt: str,
-    limits: Bounds,
-    ctx: Context,
-) -> tuple[list[tuple[int, list[int], list[int]]], list[Device | None]]:
-    """One worker per GPU on the GPU's node; the node's cores split evenly between its GPUs."""
-    from numarun.placement import resolve
-    from numarun.placement.slots import place
-
-    gpus = topology.gpus()
-    if not gpus:
-        raise refusals.no_gpus(ctx.where("workers"))
-    by_node: dict[int, list[Device]] = {}
-    for gpu in gpus:
-        node, warning = resolve.device_node(topology, gpu, ctx.where("workers"), limits.inherited)
-        if warning is not None:
-            ctx.warn(warning)
-        if node in pool:  # GPUs on nodes the group does not use are not its workers
-            by_node.setdefault(node, []).append(gpu)
-    if not by_node:
-        raise refusals.no_gpus(ctx.where("workers"), nodes=list(pool))
-    pairs: list[tuple[Device, tuple[int, list[int], list[int]]]] = []
-    for node, here in sorted(by_node.items()):
-        placed = place(topology, {node: pool[node]}, workers=len(here), want=want, smt=smt, ctx=ctx)
-        pairs.extend(zip(here, placed, strict=True))
-    pairs.sort(key=lambda pair: pair[0].gpu or 0)
-    return [p for _d, p in pairs], [d for d, _p in pairs]
-
-
-def _visible_devices(topology: Topology, gpu: Device) -> dict[str, str]:
-    """The variable that shows the worker its GPU alone: CUDA's for NVIDIA, ROCm's for AMD.
-
-    The value is the GPU's place among its vendor's GPUs in PCI order, which is what CUDA
-    counts with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set too: CUDA's default order is fastest
-    first) and what ROCm counts. Other vendors' devices get both variables.
-    """
-    same = sorted(d.pci for d in topology.gpus() if d.vendor == gpu.vendor)
-    index = str(same.index(gpu.pci))
-    if gpu.vendor == _NVIDIA:
-        return {"CUDA_VISIBLE_DEVICES": index, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    if gpu.vendor == _AMD:
-        return {"ROCR_VISIBLE_DEVICES": index}
-    return {"CUDA_VISIBLE_DEVICES": index, "ROCR_VISIBLE_DEVICES": index}
-
-
-_NVIDIA, _AMD = "0x10de", "0x1002"
-
-
 def _spec(text: str, where: str) -> Spec:
     from numarun.nodespec import parse_spec
 
@@ -302,7 +324,7 @@ def _worker(
         cores=slot.cores,
         memory=slot.memory,
         argv=argv,
-        env=_env(group, values, device if gpu is not None else None, topology),
+        env=_env(group, values, device, topology, gpu=gpu is not None),
         cwd=expand(group.cwd, values) if group.cwd is not None else None,
         log=None if group.logs == "inherit" else expand(group.logs, values),
         stdin=group.stdin if group.stdin in ("null", "inherit") else expand(group.stdin, values),
@@ -312,12 +334,21 @@ def _worker(
 
 
 def _env(
-    group: ProcessSpec, values: dict[str, str], gpu: Device | None, topology: Topology
+    group: ProcessSpec,
+    values: dict[str, str],
+    device: Device | None,
+    topology: Topology,
+    *,
+    gpu: bool,
 ) -> dict[str, str]:
-    """The group's environment, expanded; a per-gpu worker's visible devices unless it sets them."""
+    """The group's environment, expanded; unless it sets them, a per-gpu worker's visible
+    devices, and for a worker near a device the device (:func:`resolve.device_env`)."""
+    from numarun.placement.resolve import device_env, visible_devices
+
     env = {k: expand(v, values) for k, v in group.env.items()}
-    if gpu is not None:
-        for name, value in _visible_devices(topology, gpu).items():
+    if device is not None:
+        given = {**(visible_devices(topology, device) if gpu else {}), **device_env(device)}
+        for name, value in given.items():
             env.setdefault(name, value)
     return env
 

@@ -171,6 +171,12 @@ def cmdline(pid: int, proc_root: str = PROC) -> list[str]:
     return [arg for arg in raw.split("\0") if arg] if raw else []
 
 
+def environ(pid: int, proc_root: str = PROC) -> dict[str, str]:
+    """The environment the process started with (``/proc/PID/environ``); the owner's or root's."""
+    raw = read_text(pid, "environ", proc_root)
+    return dict(item.partition("=")[::2] for item in raw.split("\0") if "=" in item)
+
+
 def parse_stat_processor(text: str) -> int | None:
     """Field 39 (last CPU) of a ``stat`` line; None when the line is cut short or odd.
 

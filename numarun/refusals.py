@@ -55,6 +55,8 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "two options that set the same thing differently",
             "no command after the placement options",
             "no rank information for --per-rank",
+            "a numarun watch interval, count or threshold that is not a positive number or "
+            "a fraction 0-1, or a PID that is not a number",
             "--metrics in a directory that does not exist, --metrics-listen on an address "
             "that cannot be listened on",
         ),
@@ -100,7 +102,8 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "no allowed node with memory, or none with both CPUs and memory to choose",
             "more workers or ranks than usable CPUs, or a cpus_per_worker that does not fit",
             "weights from bandwidth where a memory node has no HMAT bandwidth figure",
-            "workers = per-gpu where no GPU is on the nodes the workers may use",
+            "workers = per-gpu (or --per-gpu) where no GPU is on the nodes the workers may use",
+            "--per-gpu with more local ranks than GPUs, or for ranks their launcher bound",
         ),
     ),
     (
@@ -208,6 +211,41 @@ def _are(kind: str, ids: Iterable[int]) -> str:
 
 def _or_none(ids: Iterable[int]) -> str:
     return format_list(ids) or "none"
+
+
+# --- exit 2 and 9: numarun watch ------------------------------------------------------------
+
+
+def not_seconds(where: str, option: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {option} {text!r} is not a positive number of seconds", f"e.g. {option} 2"
+    )
+
+
+def not_count(where: str, option: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {option} {text!r} is not a positive whole number", f"e.g. {option} 5"
+    )
+
+
+def not_fraction(where: str, option: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {option} {text!r} is not a fraction between 0 and 1",
+        f"e.g. {option} 0.3 or {option} 30%",
+    )
+
+
+def not_pid(where: str, text: str) -> NumarunError:
+    return UsageError(
+        f"{where}: {text!r} is not a process id",
+        "give PIDs as numbers (pgrep NAME finds them)",
+    )
+
+
+def no_process(where: str, pid: int) -> NumarunError:
+    return ProcessError(
+        f"{where}: process {pid} does not exist (it may have exited)", "check the PID"
+    )
 
 
 # --- exit 4: does not exist ------------------------------------------------------------------
@@ -366,17 +404,44 @@ def no_memory_allowed(where: str, source: str) -> NumarunError:
     )
 
 
-def no_gpus(where: str, *, nodes: Iterable[int] | None = None) -> NumarunError:
-    """``workers = "per-gpu"`` with no GPU (or none on the ``nodes`` the group may use)."""
+def no_gpus(
+    where: str, *, nodes: Iterable[int] | None = None, asked: str = 'workers = "per-gpu"'
+) -> NumarunError:
+    """``workers = "per-gpu"`` (or ``--per-gpu``) with no GPU, or none on the ``nodes`` the
+    workers may use."""
+    what = f"{where}: {asked}" if where != asked else where
     if nodes is None:
         return UnsuitableError(
-            f'{where}: workers = "per-gpu" but this machine has no GPU (PCI class 0x03 or 0x12)',
-            "use per-node or a count (numarun topology lists the devices)",
+            f"{what} but this machine has no GPU (PCI class 0x03 or 0x12)",
+            "use per-node or a count (numarun topology lists the devices)"
+            if asked.startswith("workers")
+            else "use --per-rank without --per-gpu (numarun topology lists the devices)",
         )
     return UnsuitableError(
-        f'{where}: workers = "per-gpu" but no GPU is on nodes {_or_none(nodes)}, which the '
-        "workers may use",
+        f"{what} but no GPU is on nodes {_or_none(nodes)}, which the "
+        f"{'workers' if asked.startswith('workers') else 'ranks'} may use",
         "widen nodes or the CPU affinity (numarun topology shows each GPU's node)",
+    )
+
+
+def gpu_ranks_bound(rank: int, cpus: Iterable[int]) -> NumarunError:
+    """``--per-gpu`` for a rank its launcher bound: its GPU's node is numarun's to choose."""
+    return UnsuitableError(
+        f"--per-gpu: local rank {rank} was already bound by its launcher to CPUs "
+        f"{format_list(cpus)}, but --per-gpu places each rank on its GPU's node",
+        "start the ranks unbound (srun --cpu-bind=none, mpirun --bind-to none)",
+    )
+
+
+def ranks_past_gpus(size: int, size_from: str, gpus: Iterable[str]) -> NumarunError:
+    """``--per-gpu`` with more local ranks than GPUs: a rank would have none."""
+    listed = list(gpus)
+    return UnsuitableError(
+        f"--per-gpu: {size} ranks on this host ({size_from}) but {len(listed)} GPU"
+        f"{'s' if len(listed) != 1 else ''} for them ({', '.join(listed)}): a rank would "
+        "have none",
+        f"start at most {len(listed)} ranks per host (srun --ntasks-per-node, mpirun "
+        "--map-by ppr:N:node), or use --per-rank alone",
     )
 
 

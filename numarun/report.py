@@ -41,6 +41,12 @@ Demotion
     on nodes of a lower tier than every node of N are reported as demoted, naming the
     setting, and pass: the kernel did as it was configured to.
 
+Near a device
+    A process placed near a device (a per-gpu worker, ``near = ...``, ``--nodes gpu:N`` or
+    ``netdev:...``: numarun tells it ``NUMARUN_DEVICE`` and ``NUMARUN_DEVICE_NODE`` in its
+    environment) gets a note, not a verdict, when more than ``spill_share`` of its judged
+    memory is on nodes other than the device's: copies to the device then cross nodes.
+
 Verdicts are ``pass``, ``fail``, or ``skip`` (nothing or too little to judge, or no data to
 judge with); a report passes when none of its verdicts fails.
 """
@@ -296,6 +302,48 @@ def _nodes_with_room(
     return frozenset(roomy)
 
 
+# -- near a device ----------------------------------------------------------------------------
+
+
+class DeviceNote(Value):
+    """The device a process runs near, and how much of its memory is on other nodes."""
+
+    device: str  # "gpu 0 (0000:41:00.0)"
+    node: int  # the device's node
+    elsewhere: dict[int, int]  # judged bytes per node other than the device's
+    share: float  # of the judged memory, 0 to 1
+    noted: bool  # more than spill_share elsewhere
+
+    @property
+    def message(self) -> str | None:
+        if not self.noted:
+            return None
+        where = ", ".join(f"{size(b)} on node {n}" for n, b in sorted(self.elsewhere.items()))
+        return (
+            f"{self.share:.0%} of the memory is not on node {self.node} of {self.device}, "
+            f"the device it runs near ({where}): copies to the device cross nodes"
+        )
+
+
+def device_note(device: str, node: int, judged: Mapping[int, int], rules: Rules) -> DeviceNote:
+    """How much of ``judged`` (bytes per node) is off the device's node, and whether to say so."""
+    elsewhere = {n: b for n, b in judged.items() if n != node and b}
+    part = share(sum(elsewhere.values()), sum(judged.values())) / 100
+    return DeviceNote(
+        device=device, node=node, elsewhere=elsewhere, share=part, noted=part > rules.spill_share
+    )
+
+
+def device_of(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """The device numarun placed a process near, from its environment; None when none."""
+    from numarun.placement.resolve import DEVICE_ENV, DEVICE_NODE_ENV
+
+    node = env.get(DEVICE_NODE_ENV, "")
+    if DEVICE_ENV not in env or not (node.isascii() and node.isdigit()):
+        return None
+    return env[DEVICE_ENV], int(node)
+
+
 # -- a whole process ---------------------------------------------------------------------------
 
 
@@ -310,6 +358,7 @@ class ProcessReport(Value):
     cpu_nodes: frozenset[int]
     threads: dict[int, tuple[int, int | None]]  # tid -> (last CPU, its node)
     verdicts: list[Verdict]
+    device: DeviceNote | None = None  # placed near a device: where its memory is
 
     @property
     def ok(self) -> bool:
@@ -341,11 +390,13 @@ def build_report(
     name: str = "",
     rules: Rules = DEFAULT_RULES,
     tiering: Tiering | None = None,
+    device: tuple[str, int] | None = None,
 ) -> ProcessReport:
     """Judge every policy in ``summary`` and gather the rest of the report.
 
     ``tiering`` (:func:`tiering_of` the topology) lets weighted interleave be judged by the
-    weights in force and demoted pages be named; without it neither is.
+    weights in force and demoted pages be named; without it neither is. ``device`` (name,
+    node; :func:`device_of`) is the device the process runs near, for the note.
     """
     cpu_nodes = frozenset(node for c in cpus_allowed if (node := cpu_to_node.get(c)) is not None)
     per_policy: dict[Policy, dict[int, int]] = {}
@@ -380,7 +431,14 @@ def build_report(
         cpu_nodes=cpu_nodes,
         threads=threads,
         verdicts=verdicts,
+        device=None
+        if device is None
+        else device_note(*device, summary.node_bytes(JUDGED_KINDS), rules),
     )
+
+
+def _judged(summary: Summary) -> dict[int, int]:
+    return summary.node_bytes(JUDGED_KINDS)
 
 
 def to_json(report: ProcessReport) -> dict[str, object]:
@@ -441,4 +499,17 @@ def to_json(report: ProcessReport) -> dict[str, object]:
         "threads": [
             {"tid": tid, "cpu": cpu, "node": node} for tid, (cpu, node) in report.threads.items()
         ],
+        "device": _device_json(report.device),
+    }
+
+
+def _device_json(note: DeviceNote | None) -> dict[str, object] | None:
+    if note is None:
+        return None
+    return {
+        "name": note.device,
+        "node": note.node,
+        "elsewhere_bytes": {str(n): b for n, b in sorted(note.elsewhere.items())},
+        "elsewhere_share": round(note.share, 4),
+        "note": note.message,
     }

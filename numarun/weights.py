@@ -166,6 +166,21 @@ def wanted(value: str, topology: Topology, root: str = "/") -> dict[int, int]:
     return from_bandwidth(topology, known) if value == "bandwidth" else parse_given(value, known)
 
 
+def wanted_on(value: str, topology: Topology) -> dict[int, int]:
+    """:func:`wanted` from a topology alone (a snapshot too), as ``numarun plan`` shows it:
+    the nodes are those the topology has weights for; refused before Linux 6.9."""
+    found = topology.weighted_interleave
+    if found is None:
+        raise refusals.no_weighted_interleave(topology.identity.kernel)
+    known = sorted(found.weights)
+    return from_bandwidth(topology, known) if value == "bandwidth" else parse_given(value, known)
+
+
+def writable(nodes: list[int], root: str = "/") -> bool:
+    """Whether this process may write these nodes' weights (root may)."""
+    return sysfs.interleave_writable(sysfs.Root(root), nodes)
+
+
 @contextlib.contextmanager
 def applied(value: str, topology: Topology, root: str = "/") -> Iterator[dict[int, int]]:
     """The weights ``value`` asks for, in force while the block runs; restored after it.

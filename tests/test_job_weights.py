@@ -5,7 +5,11 @@ The weights go to a fake sysfs tree; ``numarun run`` uses the same context on ``
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,7 @@ from numarun import sysfs, weights
 from numarun.errors import KernelRefusedError, SpecError
 from numarun.spec import parse_spec_text
 from numarun.topology import read_topology
+from tests.conftest import REPO
 from tests.fakesysfs import two_sockets_with_cxl
 
 JOB = '[[process]]\nname = "db"\ncommand = ["db"]\n'
@@ -75,3 +80,97 @@ def test_refused_before_anything_starts(tmp_path: Path) -> None:
         started.append("worker")
     assert not started
     assert _on_disk(root) == {0: 1, 1: 1, 2: 1}
+
+
+# --- numarun plan: the weights a job would write, next to those in force, and each share ---
+
+WEIGHTED = (
+    '[[process]]\nname = "db"\ncommand = ["db"]\npolicy = "weighted-interleave"\n'
+    'memory_nodes = "local+cpuless"\nworkers = "per-node"\n'
+)
+
+
+def _plan(tmp_path: Path, text: str, *, json_out: bool = False, **changes: object) -> Any:
+    root = _root(tmp_path / "root", **changes)  # fresh: tmp_path/root must not exist yet
+    (tmp_path / "job.toml").write_text(text)
+    argv = ["plan", str(tmp_path / "job.toml"), "--topology", str(root)]
+    done = subprocess.run(
+        [sys.executable, "-m", "numarun", *argv, *(["--json"] if json_out else [])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if json_out else done.stdout
+
+
+def test_plan_shows_the_weights_the_job_writes_next_to_those_in_force(tmp_path: Path) -> None:
+    out = _plan(tmp_path, 'weights = "bandwidth"\n' + WEIGHTED)
+    lines = out.splitlines()
+    assert lines[0].startswith("weighted interleave weights: the job writes 'bandwidth' while")
+    assert [line.split() for line in lines[1:6]] == [
+        ["node", "in", "force", "job"],
+        ["0", "1", "5"],
+        ["1", "1", "5"],
+        ["2", "1", "2"],
+        ["3", "1", "2"],
+    ]
+    assert "weighted-interleave 0,2 (0: 71%, 2: 29%)" in out
+    assert "weighted-interleave 1,3 (1: 71%, 3: 29%)" in out
+
+
+def test_plan_json_weights_and_each_workers_shares(tmp_path: Path) -> None:
+    data = _plan(tmp_path, 'weights = "0=3,2=1"\n' + WEIGHTED, json_out=True)
+    assert data["weights"] == {
+        "asked": "0=3,2=1",
+        "auto": None,
+        "in_force": {"0": 1, "1": 1, "2": 1, "3": 1},
+        "job": {"0": 3, "2": 1},
+    }
+    workers = data["processes"][0]["workers"]
+    assert [(w["memory"]["nodes"], w["shares"]) for w in workers] == [
+        ([0, 2], {"0": 0.75, "2": 0.25}),
+        ([1, 3], {"1": 0.5, "3": 0.5}),  # nodes 1 and 3 keep the weights in force: 1:1
+    ]
+
+
+def test_plan_without_job_weights_shows_those_in_force(tmp_path: Path) -> None:
+    out = _plan(tmp_path, WEIGHTED, weights={0: 3, 1: 3, 2: 1, 3: 1}, auto=True)
+    assert out.splitlines()[0] == (
+        "weighted interleave weights in force (the kernel's auto mode); the job sets none"
+    )
+    assert "job" not in out.splitlines()[1].split()
+    assert "weighted-interleave 0,2 (0: 75%, 2: 25%)" in out
+
+
+def test_plan_of_a_job_without_weighted_interleave_has_no_weights(tmp_path: Path) -> None:
+    data = _plan(tmp_path / "a", JOB, json_out=True)
+    assert data["weights"] is None
+    assert data["processes"][0]["workers"][0]["shares"] is None
+    assert _plan(tmp_path / "b", JOB).startswith("process db: 2 workers, policy default")
+
+
+def test_plan_says_run_would_refuse_weights_without_hmat(tmp_path: Path) -> None:
+    data = _plan(tmp_path, 'weights = "bandwidth"\n' + WEIGHTED, json_out=True, access={})
+    assert data["weights"]["job"] is None
+    assert any(
+        w.startswith("numarun run would refuse: weights = 'bandwidth': ") and "no HMAT" in w
+        for w in data["warnings"]
+    )
+    # the workers interleave by the weights in force meanwhile
+    assert data["processes"][0]["workers"][0]["shares"] == {"0": 0.5, "2": 0.5}
+
+
+def test_plan_on_a_kernel_without_weighted_interleave(tmp_path: Path) -> None:
+    out = _plan(tmp_path, 'weights = "bandwidth"\n' + WEIGHTED, weights=None)
+    assert out.splitlines()[0] == "weighted interleave: none on this kernel (Linux 6.9+)"
+    assert "warning: numarun run would refuse: weights = 'bandwidth': this kernel" in out
+
+
+def test_readme_shows_the_plan_of_the_tiered_example(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    command = "$ numarun plan examples/tiered.toml --topology cxl-host.json"
+    block = readme.split(command, 1)[1].split("\n```", 1)[0].splitlines()[1:]
+    shown = _plan(tmp_path, (REPO / "examples/tiered.toml").read_text()).splitlines()
+    assert block == shown[: len(block)]
+    assert shown[len(block) :] == [] or shown[len(block)] == ""  # then only warnings

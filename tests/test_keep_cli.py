@@ -6,6 +6,7 @@ sample and serves the same series over HTTP; refusals come before anything start
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -20,20 +21,21 @@ from numarun.commands.run import parse_listen
 from numarun.errors import UsageError
 from tests.test_supervise_cli import Job, _env
 
+# The worker: 24 MiB, every page written, then sleep.
+CODE = "b = bytearray(24 << 20)\nb[::4096] = bytes(6144)\nprint('ready', flush=True)\n"
+CODE += "import time\ntime.sleep(300)"
+
 FILL = """
 [watch]
 interval = 0.2
 
 [[process]]
 name = "fill"
-command = [
-    "{python}", "-I", "-S", "-c",
-    "b = bytearray(24 << 20)\\nprint('ready', flush=True)\\nimport time\\ntime.sleep(300)",
-]
+command = ["{python}", "-I", "-S", "-c", {code}]
 workers = 1
 cpus_per_worker = 1
 policy = "local"
-"""
+""".replace("{code}", json.dumps(CODE))
 
 
 class MetricsJob(Job):
@@ -70,6 +72,11 @@ def _series(text: str) -> dict[str, float]:
     }
 
 
+def _judged(text: str) -> float:
+    series = _series(text)
+    return sum(v for k, v in series.items() if k.startswith("numarun_worker_node_bytes"))
+
+
 def _until(read: object, want: str, timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     text = ""
@@ -92,6 +99,11 @@ def test_metrics_file_and_endpoint_after_samples(tmp_path: Path) -> None:
     try:
         job.wait_running(1)
         text = _until(prom.read_text, "numarun_worker_local_ratio{")
+        # The first sample may come before the worker has written its pages.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _judged(text) < 24 << 20:
+            time.sleep(0.2)
+            text = prom.read_text()
         series = _series(text)
         assert series['numarun_worker_up{job="fill",worker="fill.0"}'] == 1.0
         assert series['numarun_worker_restarts_total{job="fill",worker="fill.0"}'] == 0.0

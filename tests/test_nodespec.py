@@ -166,4 +166,4 @@ def test_parse_never_raises_anything_but_usage_error(text: str) -> None:
     except UsageError as err:
         assert "\n" not in err.message
         return
-    assert spec.everything or spec.items
+    assert spec.everything or spec.items or spec.device is not None  # "gpu:0" names a device

@@ -280,6 +280,32 @@ policy = "bind"
     assert job.cli("stop", "svc").returncode == 9
 
 
+def test_status_notes_a_workers_memory_off_its_devices_node(
+    tmp_path: Path, cleanup: list[Job]
+) -> None:
+    # What numarun tells a worker near a device, given by hand: a GPU on a node this machine
+    # lacks, so every page is elsewhere (a note; the verdict stays the memory policy's).
+    spec = """
+[[process]]
+name = "feed"
+shell = true
+command = "python3 -c 'b = bytearray(8 << 20); print(1, flush=True); import time; time.sleep(300)'"
+env = { NUMARUN_DEVICE = "gpu 5 (0000:ca:00.0)", NUMARUN_DEVICE_NODE = "7" }
+"""
+    job = Job(tmp_path, spec, name="feed")
+    cleanup.append(job)
+    job.wait_running(1)  # its output has begun: the 8 MiB are touched
+    lines = job.cli("status").stdout.splitlines()
+    assert lines[2].split()[-1] in ("pass", "skip")
+    assert lines[3].startswith("  feed.0 note: 100% of the memory is not on node 7 of gpu 5")
+    (shown,) = json.loads(job.cli("status", "--json").stdout)
+    assert shown["workers"][0]["device_note"].startswith("100% of the memory is not on node 7")
+    assert (
+        "device_note"
+        not in json.loads(job.cli("status", "--json", "--no-verdict").stdout)[0]["workers"][0]
+    )
+
+
 # A database that takes two seconds to flush after SIGTERM, then exits cleanly.
 FLUSHING = """
 [[process]]

@@ -16,7 +16,7 @@ from numarun import sysfs
 from numarun.topology import read_topology
 from numarun.watch import Sampler, Thresholds, find_issues, locality, process_locality
 from numarun.watch.locality import Locality
-from tests.fakesysfs import FakeCounters, FakeMachine
+from tests.fakesysfs import FakeCounters, FakeMachine, Tiering
 
 MiB = 1 << 20
 
@@ -203,14 +203,44 @@ def test_find_issues_cpu_imbalance(tmp_path: Path) -> None:
 
 
 def test_find_issues_below_threshold_names_the_remote_nodes() -> None:
-    low = Locality(pid=5, home_nodes=(0,), node_bytes={0: 60, 1: 10, 2: 30}, judged_bytes=100,
-                   home_bytes=60, local_ratio=0.6)  # fmt: skip
-    fine = low.replace(pid=6, node_bytes={0: 95, 1: 5}, home_bytes=95, local_ratio=0.95)
+    low = Locality(pid=5, home_nodes=(0,), node_bytes={0: 60 * MiB, 1: 10 * MiB, 2: 30 * MiB},
+                   judged_bytes=100 * MiB, home_bytes=60 * MiB, local_ratio=0.6)  # fmt: skip
+    fine = low.replace(pid=6, node_bytes={0: 95 * MiB, 1: 5 * MiB}, home_bytes=95 * MiB,
+                       local_ratio=0.95)  # fmt: skip
     empty = low.replace(pid=7, node_bytes={}, judged_bytes=0, home_bytes=0, local_ratio=None)
     (issue,) = find_issues([], [low, fine, empty], Thresholds())
     assert (issue.kind, issue.pid, issue.nodes) == ("below-threshold", 5, (2, 1))
     assert issue.value == 0.6 and issue.threshold == 0.9
+    assert "60% of 100 MiB" in issue.message and "30 MiB on node 2" in issue.message
     assert len(find_issues([], [low, fine], Thresholds(locality=0.99))) == 2
+
+
+def test_a_small_process_is_not_judged_for_locality() -> None:
+    tiny = Locality(pid=8, home_nodes=(0,), node_bytes={0: MiB, 1: MiB}, judged_bytes=2 * MiB,
+                    home_bytes=MiB, local_ratio=0.5)  # fmt: skip
+    assert find_issues([], [tiny], Thresholds()) == ()
+    (issue,) = find_issues([], [tiny], Thresholds(min_judged_bytes=MiB))
+    assert issue.pid == 8
+
+
+def test_memory_imbalance_is_judged_within_a_memory_tier(tmp_path: Path) -> None:
+    """DRAM nodes 0-1 (tier 4) and an empty CXL node 2 (tier 22): an emptier slow tier is
+    tiering at work, not an imbalance; DRAM nodes far apart still are."""
+    machine = FakeMachine(nodes={0: [0, 1], 1: [2, 3], 2: []}, siblings=[[0], [1], [2], [3]])
+    root = machine.write(tmp_path)
+    Tiering(tiers={4: [0, 1], 22: [2]}, access={}).write(root)
+    counters = FakeCounters(root)
+    counters.stat({0: (0, 0), 1: (0, 0), 2: (0, 0), 3: (0, 0)})
+    counters.meminfo(0, 1024, 300)  # 71 % used
+    counters.meminfo(1, 1024, 400)  # 61 %
+    counters.meminfo(2, 4096, 4000)  # 2 %
+    sampler = Sampler(root=str(root))
+    nodes = sampler.sample_nodes()
+    assert [n.tier for n in nodes] == [4, 4, 22]
+    assert find_issues(nodes, [], Thresholds()) == ()
+    counters.meminfo(1, 1024, 1000)  # 2 %: DRAM itself is now out of balance
+    (issue,) = find_issues(sampler.sample_nodes(), [], Thresholds())
+    assert issue.nodes == (0, 1) and "(memory tier 4)" in issue.message
 
 
 def test_balanced_machine_has_no_issue(tmp_path: Path) -> None:

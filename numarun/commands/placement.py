@@ -135,7 +135,19 @@ def collect(pid: int, topology: Topology, memory: dict[int, NodeMemory]) -> Proc
         total={n: m.total_bytes for n, m in memory.items()},
         name=name,
         tiering=report.tiering_of(topology),
+        device=_device(pid),
     )
+
+
+def _device(pid: int) -> tuple[str, int] | None:
+    """The device numarun placed ``pid`` near (its environment says); None when unreadable."""
+    from numarun import procfs
+    from numarun.report import device_of
+
+    try:
+        return device_of(procfs.environ(pid))
+    except ProcessError:  # another user's process: its environment is not ours to read
+        return None
 
 
 def placement(
@@ -293,6 +305,8 @@ def render(report: ProcessReport, machine_nodes: list[int]) -> str:
         lines.append(f"  threads: {len(threads)} ({where}, by the CPU each last ran on)")
     for v in report.verdicts:
         lines.append(f"  {v.status.upper():<5} {v.policy}: {v.message}")
+    if report.device is not None and report.device.message is not None:
+        lines.append(f"  NOTE  {report.device.message}")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ import typer
 from numarun.cpulist import format_list
 from numarun.errors import NumarunError
 from numarun.options import typer_option
-from numarun.plan import Plan, ProcessPlan
+from numarun.plan import Plan, PlanWeights, ProcessPlan, WorkerPlan
 
 if TYPE_CHECKING:
     from numarun.spec import JobSpec
@@ -36,7 +36,7 @@ def checked_plan(spec: JobSpec, snapshot: str | None) -> Plan:
     that say so. A taken job name or an unusable state directory is always a warning:
     ``plan`` of a running job is how one looks at it."""
     from numarun import preflight
-    from numarun.plan import plan_job
+    from numarun.plan import plan_job, plan_weights
     from numarun.supervisor.fromplan import job_from_plan
     from numarun.topology import load_topology
 
@@ -46,6 +46,10 @@ def checked_plan(spec: JobSpec, snapshot: str | None) -> Plan:
     job = job_from_plan(plan)
     problems = preflight.worker_problems(job.workers, job.source)
     warnings = list(plan.warnings)
+    weights, refused = plan_weights(topology, spec.weights, plan.processes)
+    warnings += refused
+    if snapshot is None and weights is not None and weights.job is not None:
+        warnings += _weights_writable(sorted(weights.job))
     if snapshot is None:
         if problems:
             raise problems[0]
@@ -61,15 +65,28 @@ def checked_plan(spec: JobSpec, snapshot: str | None) -> Plan:
         warnings=tuple(warnings),
         topology=plan.topology,
         spec=plan.spec,
+        weights=weights,
         watch=plan.watch,
     )
 
 
+def _weights_writable(nodes: list[int]) -> list[str]:
+    """``numarun run`` writes the job's weights as root only: say so before it refuses."""
+    from numarun import refusals, weights
+
+    if weights.writable(nodes):
+        return []
+    return [f"numarun run would refuse: {refusals.weights_need_root().message}"]
+
+
 def render_plan(plan: Plan) -> str:
-    """The plan as tables for people, one per process group, then the warnings."""
+    """The plan as tables for people: the weights, one per process group, the warnings."""
     out: list[str] = []
+    if plan.weights is not None:
+        out.extend(_weights_table(plan.weights))
+        out.append("")
     for process in plan.processes:
-        out.extend(_table(process))
+        out.extend(_table(process, plan))
         out.append("")
     if plan.watch is not None:
         out.extend((f"watch: {plan.watch.describe()}", ""))
@@ -80,7 +97,40 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def _table(process: ProcessPlan) -> list[str]:
+def _weights_table(weights: PlanWeights) -> list[str]:
+    """Per node, the weights in force and (with the job's ``weights``) those it writes."""
+    auto = " (the kernel's auto mode)" if weights.auto else ""
+    if not weights.in_force:
+        return ["weighted interleave: none on this kernel (Linux 6.9+)"]
+    if weights.asked is None:
+        head = f"weighted interleave weights in force{auto}; the job sets none"
+    elif weights.job is None:
+        head = f"weighted interleave weights in force{auto}; the job's cannot be set here"
+    else:
+        head = (
+            f"weighted interleave weights: the job writes {weights.asked!r} while it runs "
+            f"(root) and restores those in force{auto}"
+        )
+    rows = [("node", "in force", *(("job",) if weights.job is not None else ()))]
+    for node, now in sorted(weights.in_force.items()):
+        job = () if weights.job is None else (str(weights.job.get(node, "-")),)
+        rows.append((str(node), str(now), *job))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    cells = (" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return [head, *("  " + line.rstrip() for line in cells)]
+
+
+def _memory(worker: WorkerPlan, plan: Plan) -> str:
+    """``bind 0``, ``weighted-interleave 0,2 (0: 71%, 2: 29%)``: the expected shares too."""
+    memory = worker.memory
+    text = memory.mode + (f" {format_list(memory.nodes)}" if memory.nodes else "")
+    shares = plan.shares_of(worker)
+    if shares:
+        text += " (" + ", ".join(f"{n}: {share:.0%}" for n, share in shares.items()) + ")"
+    return text
+
+
+def _table(process: ProcessPlan, plan: Plan) -> list[str]:
     policy = process.policy + (
         f" (preset, mode {process.workers[0].memory.mode})"
         if process.preset and process.workers
@@ -95,7 +145,7 @@ def _table(process: ProcessPlan) -> list[str]:
     near = any(w.device is not None for w in process.workers)
     rows = [("worker", "node", *(("device",) if near else ()), "cpus", "memory", "command")]
     for w in process.workers:
-        memory = w.memory.mode + (f" {format_list(w.memory.nodes)}" if w.memory.nodes else "")
+        memory = _memory(w, plan)
         cpus = (
             f"{format_list(w.cpus)} ({len(w.cpus)} on {w.cores} core{'s' if w.cores != 1 else ''})"
         )

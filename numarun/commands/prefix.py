@@ -16,6 +16,7 @@ import sys
 from numarun.errors import UsageError
 from numarun.nodespec import parse_spec
 from numarun.placement.prefix import Request
+from numarun.placement.resolve import MEMORY_WORDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ _POLICY_OPTIONS: dict[str, str] = {
     "preferred_many": "preferred-many",
     "weighted_interleave": "weighted-interleave",
 }
+# The job spec's memory words --nodes takes besides node specs (its "all" is one already).
+NODE_WORDS = tuple(word for word in MEMORY_WORDS if word != "all")
 # Mode flag switches and the flag each adds.
 _FLAG_OPTIONS: dict[str, str] = {
     "static_nodes": "static-nodes",
@@ -99,15 +102,19 @@ def _set_mode(opts: _Options, mode: str, option: str) -> None:
 
 
 def _set_nodes(opts: _Options, value: str, option: str) -> None:
+    """A node spec, or for ``--nodes`` one of the spec's memory words (``local+cpuless``)."""
     request = opts.request
-    if request.nodes is not None:
+    given = request.nodes.text if request.nodes is not None else request.node_word
+    if given is not None:
         raise UsageError(
-            f"{request.nodes_option} {request.nodes.text} and {option} {value} both name "
-            "memory nodes",
+            f"{request.nodes_option} {given} and {option} {value} both name memory nodes",
             "give the memory nodes once",
         )
-    request.nodes = parse_spec(value, option, "node")
     request.nodes_option = option
+    if option == "--nodes" and value.strip() in NODE_WORDS:
+        request.node_word = value.strip()
+    else:
+        request.nodes = parse_spec(value, option, "node")
 
 
 def _node_text(opts: _Options, value: str, option: str) -> str:
@@ -208,9 +215,10 @@ def _apply_preset(opts: _Options, name: str) -> None:
     request = opts.request
     _set_mode(opts, preset.mode, f"--policy {name}")
     request.preset = name
-    if request.nodes is None and preset.memory_nodes is not None:
-        if preset.memory_nodes in ("all", "local", "local+cpuless"):
-            request.preset_nodes = preset.memory_nodes
+    if request.nodes is None and request.node_word is None and preset.memory_nodes is not None:
+        if preset.memory_nodes in MEMORY_WORDS:
+            request.node_word = preset.memory_nodes
+            request.nodes_option = f"preset {name} memory_nodes"
         else:
             request.nodes = parse_spec(preset.memory_nodes, f"preset {name} memory_nodes")
             request.nodes_option = f"preset {name} memory_nodes"
@@ -246,6 +254,8 @@ def _switch(opts: _Options, key: str, option: str) -> None:
         opts.request.flags.add(_FLAG_OPTIONS[key])
     elif key == "per_rank":
         opts.request.per_rank = True
+    elif key == "per_gpu":
+        opts.request.per_rank = opts.request.per_gpu = True
     elif key in _PLAIN_SWITCHES:
         setattr(opts, key, True)
 
@@ -297,9 +307,10 @@ def _topology(opts: _Options) -> Topology:
         return load_topology(opts.topology)
     from numarun.topology import read_topology
 
-    # The PCI devices cost a few files each: read only when a node is named by one.
+    # The PCI devices cost a few files each: read only when a node is named by one (or
+    # --per-gpu gives each rank its GPU).
     named = (opts.request.nodes, opts.request.cpu_nodes)
-    devices = any(spec is not None and spec.device is not None for spec in named)
+    devices = opts.request.per_gpu or any(s is not None and s.device is not None for s in named)
     return read_topology(opts.root or "/", devices=devices)
 
 

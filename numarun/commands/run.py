@@ -230,9 +230,10 @@ def _uptime(started: float | None) -> str:
     return f"{seconds // 86400}d"
 
 
-def _verdicts(pids: list[int]) -> dict[int, str]:
-    """Each live worker's placement verdict from the placement report: pass, fail or skip."""
-    out: dict[int, str] = {}
+def _verdicts(pids: list[int]) -> dict[int, tuple[str, str | None]]:
+    """Each live worker's placement verdict from the placement report (pass, fail or skip),
+    and its note when its memory is off the node of the device it runs near."""
+    out: dict[int, tuple[str, str | None]] = {}
     if not pids:
         return out
     try:
@@ -246,9 +247,11 @@ def _verdicts(pids: list[int]) -> dict[int, str]:
         return out
     for pid in pids:
         try:
-            out[pid] = collect(pid, topology, memory).status
+            found = collect(pid, topology, memory)
         except Exception:  # exited meanwhile, or not ours to read
-            out[pid] = "-"
+            out[pid] = ("-", None)
+            continue
+        out[pid] = (found.status, found.device.message if found.device is not None else None)
     return out
 
 
@@ -271,7 +274,9 @@ def _find_jobs(job: str | None, state_dir: str | None) -> list[tuple[str, JobSta
     return chosen
 
 
-def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) -> str:
+def render_status(
+    jobs: list[tuple[str, JobState]], verdicts: dict[int, tuple[str, str | None]]
+) -> str:
     if not jobs:
         return "no numarun jobs are running"
     lines: list[str] = []
@@ -303,7 +308,7 @@ def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) ->
                     str(w.node) if w.node is not None else "-",
                     cpus,
                     w.memory or "default",
-                    verdicts.get(pid, "-") if pid else "-",
+                    verdicts.get(pid, ("-", None))[0] if pid else "-",
                     *(
                         (local + (" drift" if w.drifted else ""), str(w.remediations))
                         if watched
@@ -319,6 +324,9 @@ def render_status(jobs: list[tuple[str, JobState]], verdicts: dict[int, str]) ->
                 lines.append(f"  {w.label} failed: {w.failure}")
             if w.drifted and w.drift:
                 lines.append(f"  {w.label} drifted: {w.drift}")
+            note = verdicts.get(w.pid, ("-", None))[1] if w.pid else None
+            if note:
+                lines.append(f"  {w.label} note: {note}")
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 
@@ -333,7 +341,7 @@ def status(job: str | None, *, as_json: bool, verdict: bool, state_dir: str | No
             shown = data.to_dict()
             for w in shown["workers"]:
                 if w.get("pid") in verdicts:
-                    w["verdict"] = verdicts[w["pid"]]
+                    w["verdict"], w["device_note"] = verdicts[w["pid"]]
             out.append(shown)
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from numarun.nodespec import Spec
     from numarun.placement.bounds import Bounds
     from numarun.placement.choose import Chooser
-    from numarun.topology import Topology
+    from numarun.topology import Device, Topology
 
 #: Options in numarun's own spelling: with them, the CPUs follow the memory nodes.
 OWN_SPELLINGS = ("--policy", "--nodes")
@@ -47,10 +47,12 @@ class Request:
 
     A builder the option parser fills in: ``mode`` is a canonical mode name or None (no
     memory policy asked for); ``preset`` the preset it came from, whose ``memory_nodes`` word
-    (``all``, ``local``, ``local+cpuless``) is kept in ``preset_nodes`` when it is not a node
+    (``all``, ``local``, ``local+cpuless``) is kept in ``node_word`` when it is not a node
     spec; ``nodes``, ``cpu_nodes`` and ``cpus`` are parsed specs or None; the ``*_option``
     fields name the option each came from, for messages and for the spelling rules (``-m``
-    keeps numactl's meaning, ``--nodes`` numarun's). ``whole_machine`` is numactl's ``-a``.
+    keeps numactl's meaning, ``--nodes`` numarun's). ``--nodes local`` and ``--nodes
+    local+cpuless`` are words too, the spec's ``memory_nodes`` words: they go to
+    ``node_word``, with ``nodes_option`` naming ``--nodes``. ``whole_machine`` is numactl's ``-a``.
     """
 
     __slots__ = (
@@ -63,11 +65,12 @@ class Request:
         "flags",
         "mode",
         "mode_option",
+        "node_word",
         "nodes",
         "nodes_option",
+        "per_gpu",
         "per_rank",
         "preset",
-        "preset_nodes",
         "rank",
         "ranks",
         "smt",
@@ -85,11 +88,12 @@ class Request:
         self.cpus_option = "--cpus"
         self.smt: str | None = None  # None: allow (the default), not chosen explicitly
         self.preset: str | None = None
-        self.preset_nodes: str | None = None  # a preset's "all", "local" or "local+cpuless"
+        self.node_word: str | None = None  # "all", "local" or "local+cpuless" (preset, --nodes)
         self.fallback: str | None = None
         self.flags: set[str] = set()
         self.command: list[str] = []
         self.per_rank = False  # --per-rank (or --rank/--ranks): see numarun.placement.rank
+        self.per_gpu = False  # --per-gpu: local rank i gets GPU i (implies per_rank)
         self.rank: int | None = None
         self.ranks: int | None = None
         self.whole_machine = False
@@ -100,7 +104,8 @@ class LaunchPlan(Value):
 
     ``reasons`` are sentences for ``--explain``; ``warnings`` go to stderr before the
     command runs; ``executable`` is the resolved command (None without one, as for
-    ``--show``). ``heading``, ``rank`` and ``notice`` are ``--per-rank``'s.
+    ``--show``). ``heading``, ``rank`` and ``notice`` are ``--per-rank``'s. ``env`` is set
+    in the command's environment: the device it runs near (``--nodes gpu:0``), its GPU.
     """
 
     policy: MemoryPolicy | None
@@ -113,12 +118,14 @@ class LaunchPlan(Value):
     heading: tuple[str, ...] = ()
     rank: int | None = None
     notice: str | None = None
+    env: dict[str, str] = {}  # noqa: RUF012 - variables the command gets (near a device)
 
 
 def checked_mode(request: Request, reasons: list[str]) -> tuple[str | None, frozenset[str]]:
     """The memory policy mode asked for (None: leave it alone) and its flags, checked."""
     mode = request.mode
-    if mode is None and request.nodes is not None:
+    named = request.nodes.text if request.nodes is not None else _typed_word(request)
+    if mode is None and named is not None:
         mode = "bind"
         reasons.append(f"memory policy bind: {request.nodes_option} was given without --policy")
     if mode is None and request.flags:
@@ -126,9 +133,9 @@ def checked_mode(request: Request, reasons: list[str]) -> tuple[str | None, froz
             f"mode flag {sorted(request.flags)[0]} needs a memory policy",
             "add --policy bind (or interleave, preferred, ...) and --nodes",
         )
-    if mode in NODELESS_MODES and request.nodes is not None:
+    if mode in NODELESS_MODES and named is not None:
         raise refusals.nodeless_with_nodes(
-            request.mode_option, mode, f"{request.nodes_option} {request.nodes.text}"
+            request.mode_option, mode, f"{request.nodes_option} {named}"
         )
     if request.fallback is not None and mode is None:
         raise UsageError("--fallback needs a memory policy", "add --policy MODE")
@@ -176,8 +183,8 @@ def _implicit_nodes(
 ) -> tuple[frozenset[int], int | None]:
     """Memory nodes for a policy given without nodes, and the node numarun chose (or None)."""
     reasons, warnings = notes
-    word = request.preset_nodes
-    where = f"--policy {request.preset}" if request.preset else request.mode_option
+    word = request.node_word
+    where = _word_source(request)
     if word == "all" or (word is None and cpus is None and mode.endswith("interleave")):
         nodes = resolve.policy_nodes(
             topology, bounds, mode=mode, word="all", home=0, worker_nodes=(), where=where,
@@ -204,9 +211,21 @@ def _implicit_nodes(
         topology, bounds, mode=mode, word=word or "local", home=home, worker_nodes=local,
         where=where, warn=warnings.append,
     )  # fmt: skip
-    origin = f"preset {request.preset} asks for {word}" if word else "the nodes of the CPUs"
+    origin = f"{where} asks for {word}" if word else "the nodes of the CPUs"
     reasons.append(f"memory nodes {format_list(nodes)}: {origin}")
     return frozenset(nodes), chosen
+
+
+def _typed_word(request: Request) -> str | None:
+    """``--nodes local+cpuless`` (or ``local``) as typed; None for a preset's word."""
+    return request.node_word if request.nodes_option == "--nodes" else None
+
+
+def _word_source(request: Request) -> str:
+    """Where the memory word came from: ``--nodes``, a preset, or the policy option."""
+    if _typed_word(request) is not None:
+        return "--nodes"
+    return f"--policy {request.preset}" if request.preset else request.mode_option
 
 
 def _cpus_follow_memory(
@@ -263,7 +282,7 @@ def plan_prefix(
         )
     warnings: list[str] = []
     notes = (reasons, warnings)
-    request = device_nodes(request, topology, bounds, notes)
+    request, env = device_nodes(request, topology, bounds, notes)
     mode, flags = checked_mode(request, reasons)
     cpus = requested_cpus(request, topology, bounds, reasons)
     nodes = named_nodes(request, topology, bounds, reasons)
@@ -311,6 +330,7 @@ def plan_prefix(
         warnings=tuple(warnings),
         command=tuple(request.command),
         executable=command_executable(request, need_command),
+        env=env,
     )
 
 
@@ -341,19 +361,21 @@ def _relative_positions(
 
 def device_nodes(
     request: Request, topology: Topology, bounds: Bounds, notes: tuple[list[str], list[str]]
-) -> Request:
-    """The request with node specs naming a device (``-N netdev:eth0``) made node numbers.
+) -> tuple[Request, dict[str, str]]:
+    """The request with node specs naming a device (``-N netdev:eth0``) made node numbers,
+    and the environment that tells the command the device (:func:`resolve.device_env`).
 
     A copy: the same request is planned once per rank with ``--per-rank``.
     """
     specs = {"nodes": request.nodes_option, "cpu_nodes": request.cpu_nodes_option}
     if not any(getattr(request, key) is not None and getattr(request, key).device for key in specs):
-        return request
+        return request, {}
     copy = Request()
     for key in Request.__slots__:
         setattr(copy, key, getattr(request, key))
     copy.flags = set(request.flags)
     reasons, warnings = notes
+    found: list[Device] = []
     for key, option in specs.items():
         spec = getattr(request, key)
         if spec is not None:
@@ -362,10 +384,10 @@ def device_nodes(
                 key,
                 resolve.device_spec(
                     spec, option, topology, bounds.cpus, reasons=reasons,
-                    warn=lambda text: warnings.append(f"warning: {text}"),
+                    warn=lambda text: warnings.append(f"warning: {text}"), found=found,
                 ),
             )  # fmt: skip
-    return copy
+    return copy, resolve.device_env(found[0])  # --nodes's device first: memory near it
 
 
 def named_nodes(
@@ -433,6 +455,7 @@ def describe(plan: LaunchPlan, *, explain: bool) -> str:
     else:
         lines.append("memory policy: unchanged (inherited)")
     lines.append(f"cpus: {format_list(plan.cpus)}" if plan.cpus is not None else "cpus: unchanged")
+    lines.extend(f"env: {name}={value}" for name, value in sorted(plan.env.items()))
     if plan.command:
         lines.append(f"command: {shlex.join(plan.command)}")
         if plan.executable and plan.executable != plan.command[0]:

@@ -156,7 +156,7 @@ def _slot(
     heading, reasons, warnings = notes
     smt = request.smt or "allow"
     mode = request.mode if request.mode is not None else "default"
-    word = request.preset_nodes if request.nodes is None else None
+    word = request.node_word if request.nodes is None else None
     slot = plan_slots(
         topology, share.count, smt=smt, policy=mode, memory_nodes=word, warnings=warnings,
         usable=pool, bounds=bounds,
@@ -185,6 +185,78 @@ def _slot(
     return slot
 
 
+def _rank_policy(
+    request: Request,
+    mode: str | None,
+    flags: frozenset[str],
+    *,
+    nodes: frozenset[int] | None,
+    slot: Placement,
+    reasons: list[str],
+) -> MemoryPolicy | None:
+    """The rank's memory policy: on the nodes named, or the slot's own."""
+    if mode is None:
+        return None
+    chosen = nodes if nodes is not None else frozenset(slot.memory.nodes)
+    if nodes is None and mode not in NODELESS_MODES:
+        reasons.append(f"memory nodes {format_list(chosen)}: the slot's own")
+    if mode == "preferred" and len(chosen) > 1:
+        raise refusals.preferred_several(request.nodes_option, chosen)
+    try:
+        policy = MemoryPolicy(mode, () if mode in NODELESS_MODES else chosen, set(flags))
+    except ValueError as err:
+        raise UsageError(str(err), "see numarun(1), MEMORY POLICY") from None
+    if request.preset is not None:
+        reasons.append(f"memory policy {mode}: from preset {request.preset}")
+    return policy
+
+
+def _gpu_slot(
+    info: RankInfo,
+    request: Request,
+    topology: Topology,
+    bounds: Bounds,
+    pool: frozenset[int],
+    *,
+    env: Mapping[str, str],
+    notes: tuple[list[str], list[str], list[str]],
+) -> tuple[Placement, dict[str, str]]:
+    """``--per-gpu``: one slot per GPU, as ``workers = "per-gpu"`` plans them; this rank's,
+    and the environment that shows it its GPU (unless the launcher set that already)."""
+    from numarun.placement import resolve
+    from numarun.placement.slots import Context, per_gpu, placements, pool_of
+
+    heading, reasons, warnings = notes
+    ctx = Context(where=lambda _key: "--per-gpu", label="rank slots")
+    smt = request.smt or "allow"
+    cores = pool_of(topology, resolve.nodes_with_cpus(topology, pool), pool, ctx)
+    placed, gpus = per_gpu(
+        topology, cores, want=None, smt=smt, limits=bounds, ctx=ctx, asked="--per-gpu"
+    )
+    if info.size > len(gpus):
+        raise refusals.ranks_past_gpus(info.size, info.size_from, [g.label() for g in gpus])
+    mode = request.mode if request.mode is not None else "default"
+    word = request.node_word if request.nodes is None else None
+    slots = placements(topology, bounds, placed, mode=mode, word=word, named=None, ctx=ctx)
+    warnings.extend(ctx.warnings)
+    slot, gpu = slots[info.rank], gpus[info.rank]
+    cores_text = f"{slot.cores} core" + ("s" if slot.cores != 1 else "")
+    where = f"{format_list(slot.nodes)}, CPUs {format_list(slot.cpus)} ({cores_text})"
+    heading.append(f"slot: {info.rank} of {info.size}: {gpu.label()}, node(s) {where}")
+    reasons.append(
+        f"--per-gpu: one slot per GPU ({len(gpus)}) on the GPU's node, the node's CPUs split "
+        f"between its GPUs with smt {smt}; local rank {info.rank} gets {gpu.label()} "
+        f"(on node {gpu.node if gpu.node is not None else 'unknown'}), as Slurm's "
+        "--gpu-bind=closest with one GPU a task"
+    )
+    shown = resolve.visible_devices(topology, gpu)
+    given = sorted(n for n in shown if n.endswith("_VISIBLE_DEVICES") and n in env)
+    if given:
+        reasons.append(f"{', '.join(given)} already set by the launcher: left as it is")
+        shown = {}
+    return slot, {**shown, **resolve.device_env(gpu)}
+
+
 def plan_rank(
     request: Request,
     topology: Topology,
@@ -206,7 +278,7 @@ def plan_rank(
     ]
     reasons: list[str] = [info.describe()]
     warnings: list[str] = []
-    request = device_nodes(request, topology, bounds, (reasons, warnings))
+    request, device_env = device_nodes(request, topology, bounds, (reasons, warnings))
     mode, flags = checked_mode(request, reasons)
     given = bounds.inherited
     host = given if room is None else room | given
@@ -218,12 +290,20 @@ def plan_rank(
     if not pool:
         raise refusals.no_cpus("the CPU options", given)
     nodes = named_nodes(request, topology, bounds, reasons)
-    if binding is None or binding.kind == "none":
-        # A binding Slurm made is Slurm's to size: ranks it stacked on a CPU share it.
-        _check_size(info, topology, host if share.guessed else pool, request.smt or "allow")
-    slot = _slot(
-        info, request, topology, bounds, pool, share=share, notes=(heading, reasons, warnings)
-    )
+    if request.per_gpu:
+        if share.guessed or share.count != info.size:
+            raise refusals.gpu_ranks_bound(info.rank, given)
+        slot, gpu_env = _gpu_slot(
+            info, request, topology, bounds, pool, env=env, notes=(heading, reasons, warnings)
+        )
+        device_env = {**device_env, **gpu_env}
+    else:
+        if binding is None or binding.kind == "none":
+            # A binding Slurm made is Slurm's to size: ranks it stacked on a CPU share it.
+            _check_size(info, topology, host if share.guessed else pool, request.smt or "allow")
+        slot = _slot(
+            info, request, topology, bounds, pool, share=share, notes=(heading, reasons, warnings)
+        )
     notice = None
     if share.guessed:
         notice = (
@@ -232,19 +312,7 @@ def plan_rank(
             f"them: CPUs {format_list(slot.cpus)} — start the ranks unbound (mpirun --bind-to "
             "none, srun --cpu-bind=none) to let numarun plan all of them"
         )
-    policy = None
-    if mode is not None:
-        chosen = nodes if nodes is not None else frozenset(slot.memory.nodes)
-        if nodes is None and mode not in NODELESS_MODES:
-            reasons.append(f"memory nodes {format_list(chosen)}: the slot's own")
-        if mode == "preferred" and len(chosen) > 1:
-            raise refusals.preferred_several(request.nodes_option, chosen)
-        try:
-            policy = MemoryPolicy(mode, () if mode in NODELESS_MODES else chosen, set(flags))
-        except ValueError as err:
-            raise UsageError(str(err), "see numarun(1), MEMORY POLICY") from None
-        if request.preset is not None:
-            reasons.append(f"memory policy {mode}: from preset {request.preset}")
+    policy = _rank_policy(request, mode, flags, nodes=nodes, slot=slot, reasons=reasons)
     return LaunchPlan(
         policy=policy,
         cpus=frozenset(slot.cpus),
@@ -256,4 +324,5 @@ def plan_rank(
         heading=tuple(heading),
         rank=info.rank,
         notice=notice,
+        env=device_env,
     )

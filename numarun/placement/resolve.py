@@ -186,11 +186,11 @@ def policy_nodes(
             nodes.extend(paired)
         elif cpuless:
             warn(
-                f"memory_nodes = local+cpuless but no CPU-less memory node hangs off node "
+                f"local+cpuless: no CPU-less memory node hangs off node "
                 f"{home} (by HMAT); using local"
             )
         else:
-            warn("memory_nodes = local+cpuless but no CPU-less memory node is allowed; using local")
+            warn("local+cpuless: no CPU-less memory node is allowed; using local")
     return sorted(nodes)
 
 
@@ -223,6 +223,37 @@ def nodes_of(topology: Topology, cpu_ids: Iterable[int]) -> list[int]:
 
 # --- nodes named by a device (netdev:eth0, pci:BDF, block:NAME, file:PATH, ip:ADDR, gpu:N) ---
 
+#: What numarun tells a process it places near a device, for ``numarun placement`` to read.
+DEVICE_ENV, DEVICE_NODE_ENV = "NUMARUN_DEVICE", "NUMARUN_DEVICE_NODE"
+
+
+def device_env(device: Device) -> dict[str, str]:
+    """``NUMARUN_DEVICE=gpu 0 (0000:41:00.0)``, ``NUMARUN_DEVICE_NODE=1``; none when the
+    device's node is unknown (there is then no node to compare its memory with)."""
+    if device.node is None:
+        return {}
+    return {DEVICE_ENV: device.label(), DEVICE_NODE_ENV: str(device.node)}
+
+
+def visible_devices(topology: Topology, gpu: Device) -> dict[str, str]:
+    """The variable that shows a worker (or rank) its GPU alone: CUDA's for NVIDIA, ROCm's
+    for AMD.
+
+    The value is the GPU's place among its vendor's GPUs in PCI order, which is what CUDA
+    counts with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set too: CUDA's default order is fastest
+    first) and what ROCm counts. Other vendors' devices get both variables.
+    """
+    same = sorted(d.pci for d in topology.gpus() if d.vendor == gpu.vendor)
+    index = str(same.index(gpu.pci))
+    if gpu.vendor == _NVIDIA:
+        return {"CUDA_VISIBLE_DEVICES": index, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    if gpu.vendor == _AMD:
+        return {"ROCR_VISIBLE_DEVICES": index}
+    return {"CUDA_VISIBLE_DEVICES": index, "ROCR_VISIBLE_DEVICES": index}
+
+
+_NVIDIA, _AMD = "0x10de", "0x1002"
+
 
 def device_spec(
     spec: Spec,
@@ -232,18 +263,21 @@ def device_spec(
     *,
     reasons: list[str],
     warn: Callable[[str], None],
+    found: list[Device] | None = None,
 ) -> Spec:
     """``spec`` with a device name replaced by the device's node; plain specs unchanged.
 
-    The reason (which device gave which node) goes to ``reasons``; a device whose node is
-    unknown or has no CPUs is placed on the nearest node with CPUs in ``limit``, with one
-    warning.
+    The reason (which device gave which node) goes to ``reasons``, the device to ``found``;
+    a device whose node is unknown or has no CPUs is placed on the nearest node with CPUs in
+    ``limit``, with one warning.
     """
     if spec.device is None:
         return spec
     from numarun.nodespec import Spec as NodeSpec
 
     device = find_device(topology, spec.device, where)
+    if found is not None:
+        found.append(device)
     node, warning = device_node(topology, device, f"{where} {spec.text}", limit)
     if warning is not None:
         warn(warning)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from numarun.placement.bounds import Bounds
     from numarun.placement.cores import Core
-    from numarun.topology import Topology
+    from numarun.topology import Device, Topology
 
 
 class Placement(Value):
@@ -209,6 +209,41 @@ def _do_not_fit(
         f"{format_list(pool)} hold {fits} such workers{more}, each within one node",
         "lower workers or cpus_per_worker" + (', or set smt = "allow"' if more else ""),
     )
+
+
+def per_gpu(
+    topology: Topology,
+    pool: dict[int, list[Core]],
+    *,
+    want: int | None,
+    smt: str,
+    limits: Bounds,
+    ctx: Context,
+    asked: str = 'workers = "per-gpu"',
+) -> tuple[list[tuple[int, list[int], list[int]]], list[Device]]:
+    """One worker (or rank) per GPU on the GPU's node, by GPU index; the node's cores split
+    evenly between its GPUs (the SMT rule kept). A GPU on a node without CPUs goes to the
+    nearest node with CPUs, with one warning. ``asked`` names the request in refusals."""
+    from numarun.placement import resolve
+
+    gpus = topology.gpus()
+    if not gpus:
+        raise refusals.no_gpus(ctx.where("workers"), asked=asked)
+    by_node: dict[int, list[Device]] = {}
+    for gpu in gpus:
+        node, warning = resolve.device_node(topology, gpu, ctx.where("workers"), limits.inherited)
+        if warning is not None:
+            ctx.warn(warning)
+        if node in pool:  # GPUs on nodes the group does not use are not its workers
+            by_node.setdefault(node, []).append(gpu)
+    if not by_node:
+        raise refusals.no_gpus(ctx.where("workers"), nodes=list(pool), asked=asked)
+    pairs: list[tuple[Device, tuple[int, list[int], list[int]]]] = []
+    for node, here in sorted(by_node.items()):
+        placed = place(topology, {node: pool[node]}, workers=len(here), want=want, smt=smt, ctx=ctx)
+        pairs.extend(zip(here, placed, strict=True))
+    pairs.sort(key=lambda pair: pair[0].gpu or 0)
+    return [p for _d, p in pairs], [d for d, _p in pairs]
 
 
 def placements(

@@ -2,12 +2,16 @@
 
 * **memory-imbalance**: the shares of each node's memory in use are more than
   ``memory_imbalance`` (0.30) apart, fullest node against emptiest. Shares, not bytes, so
-  nodes of different sizes compare fairly; nodes without memory are left out.
+  nodes of different sizes compare fairly; nodes without memory are left out. Where the
+  kernel has memory tiers, nodes are compared within their tier only: a CXL or HBM node
+  that is emptier than DRAM is how tiering is meant to look, not an imbalance.
 * **cpu-imbalance**: the CPU utilisation of the busiest node is more than
   ``cpu_imbalance`` (0.20, 20 points) above the idlest's; nodes without CPUs, and samples
   without utilisation (the first), are left out.
 * **below-threshold**: a process with less than ``locality`` (0.90) of its judged memory on
   its home nodes. Its ``nodes`` are the remote nodes holding its pages, heaviest first.
+  A process with less than ``min_judged_bytes`` (4 MiB) judged is not flagged: a few
+  pages would decide its share.
 
 Each issue names the nodes concerned first to last (fullest or busiest first), its value
 and the threshold it crossed, so scripts need not parse the message.
@@ -36,6 +40,7 @@ class Thresholds(Value):
     memory_imbalance: float = 0.30  # memory use more than 30 points apart across nodes
     cpu_imbalance: float = 0.20  # CPU utilisation more than 20 points apart
     locality: float = 0.90  # a process with less of its judged memory at home
+    min_judged_bytes: int = 4 << 20  # smaller processes are not judged for locality
 
 
 class Issue(Value):
@@ -59,19 +64,28 @@ def _nodes(ids: Iterable[int]) -> str:
 
 
 def memory_imbalance(nodes: Iterable[NodeSample], threshold: float) -> Issue | None:
-    shares = [(s, n) for n in nodes if (s := n.memory_used_share) is not None]
-    if len(shares) < 2:
+    """The widest spread of memory use within one memory tier, if over ``threshold``."""
+    tiers: dict[int | None, list[tuple[float, NodeSample]]] = {}
+    for n in nodes:
+        if (share := n.memory_used_share) is not None:
+            tiers.setdefault(n.tier, []).append((share, n))
+    spreads = []
+    for shares in tiers.values():
+        if len(shares) >= 2:
+            shares.sort(key=lambda item: (-item[0], item[1].id))
+            spreads.append((shares[0][0] - shares[-1][0], shares[0], shares[-1]))
+    if not spreads:
         return None
-    shares.sort(key=lambda item: (-item[0], item[1].id))
-    (high, full), (low, empty) = shares[0], shares[-1]
-    if high - low <= threshold:
+    spread, (high, full), (low, empty) = max(spreads, key=lambda item: item[0])
+    if spread <= threshold:
         return None
+    within = f" (memory tier {full.tier})" if len(tiers) > 1 else ""
     return Issue(
         kind=MEMORY_IMBALANCE,
         message=(
             f"node {full.id} has {high:.0%} of its memory in use "
             f"({_gib(full.memory_used_bytes)} of {_gib(full.memory_total_bytes)}), "
-            f"node {empty.id} {low:.0%}: {(high - low) * 100:.0f} points apart, "
+            f"node {empty.id} {low:.0%}{within}: {(high - low) * 100:.0f} points apart, "
             f"more than {threshold * 100:.0f}"
         ),
         nodes=(full.id, empty.id),
@@ -100,9 +114,9 @@ def cpu_imbalance(nodes: Iterable[NodeSample], threshold: float) -> Issue | None
     )
 
 
-def below_threshold(found: Locality, threshold: float) -> Issue | None:
+def below_threshold(found: Locality, threshold: float, min_bytes: int = 0) -> Issue | None:
     ratio = found.local_ratio
-    if ratio is None or ratio >= threshold:
+    if ratio is None or ratio >= threshold or found.judged_bytes < min_bytes:
         return None
     remote = found.remote_bytes
     where = ", ".join(f"{_gib(b)} on node {n}" for n, b in remote.items())
@@ -129,6 +143,9 @@ def find_issues(
     found = [
         memory_imbalance(nodes, thresholds.memory_imbalance),
         cpu_imbalance(nodes, thresholds.cpu_imbalance),
-        *(below_threshold(loc, thresholds.locality) for loc in localities),
+        *(
+            below_threshold(loc, thresholds.locality, thresholds.min_judged_bytes)
+            for loc in localities
+        ),
     ]
     return tuple(issue for issue in found if issue is not None)

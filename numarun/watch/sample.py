@@ -59,6 +59,7 @@ class NodeSample(Value):
     interleave_hit: int | None = None
     local_node: int | None = None
     other_node: int | None = None
+    tier: int | None = None  # memory_tierN holding it (lower is faster); None: no tiering
 
     @property
     def memory_used_share(self) -> float | None:
@@ -133,6 +134,7 @@ class Sampler:
                     memory_total_bytes=total,
                     memory_free_bytes=free,
                     memory_used_bytes=used,
+                    tier=node.tier,
                     **{name: counters.get(name) for name in NODE_COUNTERS},
                 )
             )
