@@ -41,6 +41,7 @@ class FakeKernel:
         self.moves: list[tuple[int, frozenset[int], frozenset[int]]] = []
         self.cpu = 0.0
         self.calls = 0
+        self.cost_per_move = 0.0
         self.cost_per_sample = 0.0  # CPU seconds a sample costs, as the supervisor measures
 
     def usable_cpus(self) -> frozenset[int] | None:
@@ -100,6 +101,7 @@ class FakeKernel:
         return self.cpu
 
     def migrate(self, pid: int, from_nodes: frozenset[int], to_nodes: frozenset[int]) -> int:
+        self.cpu += self.cost_per_move  # the kernel copying pages, on the supervisor's time
         self.moves.append((pid, from_nodes, to_nodes))
         pages = self.pages[pid]
         target = min(to_nodes)
@@ -206,6 +208,21 @@ def test_samples_that_cost_more_than_the_budget_come_less_often(topology: Topolo
         "one sample of 1 workers took 40 ms of CPU: sampling every 5.0 s instead of 1 s, "
         "to stay within 0.8% of a CPU"
     )
+
+
+def test_a_costly_move_does_not_slow_the_sampling(topology: Topology) -> None:
+    kernel = FakeKernel(topology)
+    kernel.cost_per_move = 2.0  # a big migration: seconds of system time
+
+    def on_sample(n: int, sup: Supervisor, sim: Sim) -> None:
+        if n == 1:
+            kernel.pages[pid_of(sup, 0)] = {1: 100 * MiB}
+
+    watch = Watch(interval=1, remediate="migrate", migrate_rate_mbps=1000)
+    _sup, _sim, events = drive(kernel, watch, (worker(0, 0, [0]),), on_sample, 6)
+    times = [e.time for e in events if e.kind == "sampled"]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [1.0] * 5
+    assert kinds(events) == ["drift", "remediated", "recovered"]
 
 
 def test_drift_after_two_samples_below_then_migrate_back(topology: Topology) -> None:

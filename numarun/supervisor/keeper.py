@@ -241,11 +241,14 @@ class Keeper:
         self._settle = 0  # samples left in which every worker's CPUs are looked at
         self._migrate_at = 0.0  # the supervisor's clock: no move before this
         self.cost = 0.0  # CPU seconds of the latest sample
+        self.migrate_cpu = 0.0  # CPU seconds of migrate_pages, not yet set against a sample
         self._slowed_said = False
 
     def wait_after(self, cost: float) -> tuple[float, Finding | None]:
-        """Seconds until the next sample after one that cost ``cost`` CPU seconds: the
-        interval, or longer to stay within :data:`CPU_BUDGET`; and a note, the first time."""
+        """Seconds until the next sample after one that cost ``cost`` CPU seconds (less
+        what its ``migrate_pages`` took): the interval, or longer to stay within
+        :data:`CPU_BUDGET`; and a note, the first time."""
+        cost, self.migrate_cpu = max(0.0, cost - self.migrate_cpu), 0.0
         self.cost = cost
         interval = self.watch.interval
         needed = cost / CPU_BUDGET
@@ -348,10 +351,15 @@ class Keeper:
         from numarun.errors import NumarunError
 
         kept, home = self.slot(spec), home_nodes(spec)
+        began = self.kernel.cpu_seconds()
         try:
             left = self.kernel.migrate(pid, frozenset({source}), home)
         except NumarunError as err:
             return Finding("remediation-failed", spec, pid, err.message)
+        finally:
+            # Moving pages is remediation's cost, bounded by its own rate limit; the
+            # sampling budget counts the sample alone.
+            self.migrate_cpu += self.kernel.cpu_seconds() - began
         kept.remediations += 1
         kept.moved_bytes += size
         # The rate limit: the next move waits as long as this one's bytes take at the rate.

@@ -21,6 +21,7 @@ The results are reduced to numbers and short lists (the guest's report must stay
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -145,6 +146,27 @@ def _meminfo(node: int, keys: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
+def _period(path: Path, samples: int = 3, timeout: float = 60.0) -> float | None:
+    """Seconds between samples as the metrics file is rewritten (numarun samples less often
+    than the interval where a sample costs more than its CPU budget: under emulation)."""
+    seen: list[float] = []
+    last = None
+    deadline = time.monotonic() + timeout
+    while len(seen) <= samples and time.monotonic() < deadline:
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp != last:
+            last = stamp
+            seen.append(time.monotonic())
+        time.sleep(0.1)
+    if len(seen) < 3:
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(seen[1:])]  # the first is no write
+    return round(max(gaps), 2)
+
+
 def _wait(what: Callable[[], Any], until: Callable[[Any], bool], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     value = what()
@@ -256,6 +278,7 @@ def keep_job(ctx: Context) -> JSONDict:
             WATCH_TIMEOUT,
         )
         result["first"] = {f"keep.{i}": _ratio(prom, f"keep.{i}") for i in range(ctx.nodes)}
+        result["period"] = _period(prom)
         result["drift"] = _drift_part(ctx, prom, pid)
         planned = sorted(parse_cpulist(_threads_cpus(pid)[str(pid)]))
         result["hotplug"] = _hotplug_part(pid, planned)
@@ -281,7 +304,14 @@ def keep_job(ctx: Context) -> JSONDict:
             if flag.exists() and flag.read_text().strip() == "0":
                 flag.write_text("1")  # never leave a CPU offline for the next checks
     notes = err_path.read_text(errors="replace").splitlines()
-    keep = ("drift:", "remediation", "offline or outside", "planned CPUs are back", "no usable")
+    keep = (
+        "drift:",
+        "remediation",
+        "offline or outside",
+        "planned CPUs are back",
+        "no usable",
+        "sampling every",
+    )
     result["notes"] = [line[-240:] for line in notes if any(k in line for k in keep)][:12]
     result["stderr_tail"] = "" if result.get("rc") == 0 else "\n".join(notes[-15:])[-1500:]
     result["seconds"] = round(time.monotonic() - t0, 2)
