@@ -169,6 +169,12 @@ OPTIONS: tuple[Opt, ...] = (
         ("migrate",)),
     Opt("name", ("--name",), "NAME", "The job's name for status and stop (default: FILE's "
         "stem).", ("run",)),
+    Opt("metrics", ("--metrics",), "FILE", "Write Prometheus metrics to FILE after every "
+        "sample, atomically (node_exporter's textfile collector); samples with the spec's "
+        "[watch] table, or its defaults.", ("run",)),
+    Opt("metrics_listen", ("--metrics-listen",), "[HOST]:PORT", "Serve Prometheus metrics "
+        "on http://HOST:PORT/metrics (HOST 127.0.0.1 unless given; [::1]:PORT for IPv6).",
+        ("run",)),
     Opt("verdict", ("--verdict",), None, "Judge each worker's memory placement.", ("status",),
         default=True, negative="--no-verdict"),
     Opt("now", ("--now",), None, "Kill the workers at once (SIGKILL).", ("stop",)),

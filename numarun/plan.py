@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from numarun.placement.slots import Context, Placement
     from numarun.spec import JobSpec, ProcessSpec
     from numarun.supervisor.policy import Supervision
+    from numarun.supervisor.watchpolicy import Watch
     from numarun.topology import Device
 
 _PLACEHOLDER = r"(?<!\$)\{(node|worker|cpus|mem_nodes|name|gpu)\}"
@@ -140,6 +141,7 @@ class Plan(Value):
     topology: str = ""  # where the topology came from
     spec: str | None = None  # the spec file
     weights: PlanWeights | None = None  # None: no weighted interleave asked for anywhere
+    watch: Watch | None = None  # the spec's [watch] table: what the supervisor samples
 
     def to_dict(self) -> dict[str, Any]:
         processes = [p.to_dict() for p in self.processes]
@@ -151,6 +153,7 @@ class Plan(Value):
             "topology": self.topology,
             "weights": self.weights.to_dict() if self.weights is not None else None,
             "processes": processes,
+            "watch": self.watch.to_dict() if self.watch is not None else None,
             "warnings": list(self.warnings),
         }
 
@@ -367,6 +370,7 @@ def plan_job(topology: Topology, spec: JobSpec) -> Plan:
         warnings=tuple(warnings),
         topology=topology.source,
         spec=spec.path,
+        watch=spec.watch,
     )
 
 

@@ -205,12 +205,17 @@ def parse_stat_processor(text: str) -> int | None:
         return None
 
 
-def thread_cpus(pid: int, proc_root: str = PROC) -> dict[int, int]:
-    """Thread id -> the CPU it last ran on, for every thread still there."""
+def tasks(pid: int, proc_root: str = PROC) -> list[int]:
+    """Every thread id of the process (``/proc/PID/task``), ascending."""
     try:
-        tids = sorted(int(t) for t in os.listdir(f"{proc_root}/{pid}/task") if t.isdigit())
+        return sorted(int(t) for t in os.listdir(f"{proc_root}/{pid}/task") if t.isdigit())
     except OSError as err:
         raise _translate(pid, err) from None
+
+
+def thread_cpus(pid: int, proc_root: str = PROC) -> dict[int, int]:
+    """Thread id -> the CPU it last ran on, for every thread still there."""
+    tids = tasks(pid, proc_root)
     out: dict[int, int] = {}
     for tid in tids:
         try:

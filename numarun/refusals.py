@@ -57,6 +57,8 @@ CATALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "no rank information for --per-rank",
             "a numarun watch interval, count or threshold that is not a positive number or "
             "a fraction 0-1, or a PID that is not a number",
+            "--metrics in a directory that does not exist, --metrics-listen on an address "
+            "that cannot be listened on",
         ),
     ),
     (
@@ -484,6 +486,21 @@ def weight_refused(node: int | None, weight: int | None, reason: str) -> Numarun
     return KernelRefusedError(
         f"the kernel refused {what} ({reason}); the weights are as they were",
         "check the node has memory (numarun topology) and the weight is 1-255",
+    )
+
+
+def metrics_listen(text: str, reason: str) -> NumarunError:
+    return UsageError(
+        f"--metrics-listen {text}: {reason}",
+        "give [HOST]:PORT with a free port, such as --metrics-listen 127.0.0.1:9464",
+    )
+
+
+def metrics_file(path: str, reason: str) -> NumarunError:
+    return UsageError(
+        f"--metrics {path}: {reason}",
+        "give a file in an existing directory you may write, such as "
+        "/var/lib/node_exporter/textfile/JOB.prom",
     )
 
 

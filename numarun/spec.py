@@ -40,8 +40,9 @@ from pydantic_core import PydanticCustomError
 
 from numarun import cpulist, presets
 from numarun.errors import NumarunError, SpecError, UsageError
-from numarun.supervisor import policy
+from numarun.supervisor import policy, watchpolicy
 from numarun.supervisor.policy import PolicyError, Supervision
+from numarun.supervisor.watchpolicy import Watch
 
 #: Placeholders that arguments, env values, cwd and log paths may use.
 PLACEHOLDERS = ("node", "worker", "cpus", "mem_nodes", "name", "gpu")
@@ -68,6 +69,7 @@ HINTS: dict[str, str] = {
     "process": "add [[process]] tables, each with name and command (see man numarun-job)",
     "defaults": "write [defaults] with keys that every [[process]] takes",
     "weights": 'write weights = "bandwidth" or weights such as "0=5,2=2" (each 1-255)',
+    **watchpolicy.HINTS,  # interval, threshold, remediate, migrate_rate_mbps, watch
 }
 
 _MISSING_HINTS = {
@@ -355,6 +357,42 @@ def _uses_gpu(group: ProcessSpec) -> bool:
     return any("{gpu}" in text for text in texts)
 
 
+class WatchTable(BaseModel):
+    """The ``[watch]`` table, validated; :meth:`value` is the supervisor's record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    interval: float = watchpolicy.DEFAULT_INTERVAL
+    threshold: float = watchpolicy.DEFAULT_THRESHOLD
+    remediate: Literal["off", "migrate"] = "off"
+    migrate_rate_mbps: float = watchpolicy.DEFAULT_RATE_MBPS
+
+    @field_validator("interval", "threshold", "migrate_rate_mbps", mode="before")
+    @classmethod
+    def _number(cls, value: Any, info: ValidationInfo) -> Any:
+        key = info.field_name or ""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value  # the field's own type check names what it is
+        number = float(value)
+        if key == "interval" and not (
+            watchpolicy.MIN_INTERVAL <= number <= watchpolicy.MAX_INTERVAL
+        ):
+            raise _fail(key, f"interval = {value} is outside 0.1 to 86400 seconds")
+        if key == "threshold" and not 0.0 < number <= 1.0:
+            raise _fail(key, f"threshold = {value} is not a share above 0 and at most 1")
+        if key == "migrate_rate_mbps" and not 0.0 < number < float("inf"):
+            raise _fail(key, f"migrate_rate_mbps = {value} must be above 0")
+        return number
+
+    def value(self) -> Watch:
+        return Watch(
+            interval=self.interval,
+            threshold=self.threshold,
+            remediate=self.remediate,
+            migrate_rate_mbps=self.migrate_rate_mbps,
+        )
+
+
 class JobSpec(BaseModel):
     """A whole job spec: its process groups, and where each key was written."""
 
@@ -364,6 +402,8 @@ class JobSpec(BaseModel):
     path: str | None = None
     # Weighted-interleave weights while the job runs: "bandwidth" or "0=5,2=2" (root only).
     weights: str | None = None
+    # The [watch] table: None when the spec has none (the supervisor then samples nothing).
+    watch: Watch | None = None
     # (process index, key) -> "file:line", for the planner's messages.
     lines: dict[tuple[int, str], int] = Field(default_factory=dict)
 
@@ -378,7 +418,7 @@ class JobSpec(BaseModel):
         return f"{self.path}:{line}: {loc}" if line is not None else f"{self.path}: {loc}"
 
 
-_TOP_KEYS = ("process", "defaults", "weights")
+_TOP_KEYS = ("process", "defaults", "weights", "watch")
 
 
 def load_spec(path: str | os.PathLike[str]) -> JobSpec:
@@ -443,7 +483,47 @@ def spec_from_doc(doc: presets.TomlDoc) -> JobSpec:  # noqa: PLR0912
             )
         names[group.name] = index
     weights = _job_weights(doc)
-    return JobSpec(processes=tuple(processes), path=doc.path, lines=lines, weights=weights)
+    watch = _job_watch(doc)
+    return JobSpec(
+        processes=tuple(processes), path=doc.path, lines=lines, weights=weights, watch=watch
+    )
+
+
+def _job_watch(doc: presets.TomlDoc) -> Watch | None:
+    """The ``[watch]`` table as the supervisor's record; None when the spec has none."""
+    value = doc.data.get("watch")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _spec_error(
+            doc, ("watch",), f"must be a table, not {presets._toml_type(value)}", HINTS["watch"]
+        )
+    try:
+        return WatchTable.model_validate(value).value()
+    except ValidationError as err:
+        shaped = [_shape_watch(e) for e in err.errors()]
+        shaped.sort(key=lambda s: (doc.line_of(s[0]) or 0, len(s[0])))
+        loc, problem, fix = shaped[0]
+        raise _spec_error(doc, loc, problem, fix) from None
+
+
+def _shape_watch(error: Any) -> tuple[tuple[object, ...], str, str]:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+    key = str(loc[0]) if loc else "watch"
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    fix = HINTS.get(key, HINTS["watch"])
+    full: tuple[object, ...] = ("watch", *loc)
+    if kind == "numarun":
+        return full, str(error["msg"]), str(ctx.get("fix") or fix)
+    if kind == "extra_forbidden":
+        return full, f"unknown key '{key}'", _suggest(key, watchpolicy.KEYS)
+    if kind in _TYPE_WORDS:
+        given = presets._toml_type(error["input"])
+        return full, f"must be {_TYPE_WORDS[kind]}, not {given}", fix
+    if kind == "literal_error":
+        return full, f"invalid value {error['input']!r} (expected 'off' or 'migrate')", fix
+    return full, str(error["msg"]), fix
 
 
 def _job_weights(doc: presets.TomlDoc) -> str | None:

@@ -322,6 +322,22 @@ def cpus_online(root: Root, cpus: Sequence[int] | None = None) -> frozenset[int]
     return root.read_list(rel, cpus, strict=True) if text is not None else None
 
 
+def cpuset_cpus_effective(root: Root, cgroup_dir: str, top: str) -> frozenset[int] | None:
+    """The CPUs a cgroup v2 directory's tasks may use (``cpuset.cpus.effective``).
+
+    ``cgroup_dir`` is an absolute directory under the cgroup2 mount ``top``; where the
+    cpuset controller is not enabled for it, the nearest ancestor's file is what applies.
+    None when no directory up to ``top`` has one (no cpuset controller, cgroup v1).
+    """
+    here = os.path.normpath(cgroup_dir)
+    stop = os.path.normpath(top)
+    while True:
+        found = root.read_list(os.path.join(here, "cpuset.cpus.effective").lstrip("/"))
+        if found is not None or here == stop or len(here) <= len(stop):
+            return found
+        here = os.path.dirname(here)
+
+
 def cpu_online_flag(root: Root, cpu: int) -> bool | None:
     """``cpuN/online`` (absent for CPUs that cannot be hot-unplugged, such as cpu0).
 

@@ -231,11 +231,12 @@ def test_root_is_never_told_the_supervisor_belongs_to_another_user(
 
 def _known_keys() -> set[str]:
     from numarun import spec
-    from numarun.supervisor import policy
+    from numarun.supervisor import policy, watchpolicy
 
     top = set(spec._known_keys(()))
     top |= set(spec.JobSpec.model_fields) - {"processes", "path", "lines"}  # job-level keys
     tables = {"initial", "max", "jitter", "limit", "window"}  # backoff's and crash_loop's
+    tables |= set(watchpolicy.KEYS)  # the [watch] table's
     return top | tables | set(policy.KEYS)
 
 

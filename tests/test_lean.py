@@ -200,14 +200,28 @@ def test_the_job_crosses_the_exec_intact() -> None:
     data = json.loads(
         json.dumps(
             handoff.encode(
-                job, colour=False, state_dir="/run/x", weights={0: 5, 2: 2}, environ=environ
+                job,
+                handoff.How(
+                    colour=False,
+                    state_dir="/run/x",
+                    weights={0: 5, 2: 2},
+                    metrics="/run/x/job.prom",
+                    metrics_listen=":9464",
+                ),
+                environ,
             )
         )
     )
-    back, colour, state_dir, weights = handoff.decode(data, environ)
+    back, how = handoff.decode(data, environ)
     assert back == job
     assert list(back.workers[0].env or {}) == ["PATH", "HOME", "PORT"]  # the order too
-    assert (colour, state_dir, weights) == (False, "/run/x", {0: 5, 2: 2})
+    assert how == handoff.How(
+        colour=False,
+        state_dir="/run/x",
+        weights={0: 5, 2: 2},
+        metrics="/run/x/job.prom",
+        metrics_listen=":9464",
+    )
 
 
 def _guardian(*args: str) -> subprocess.Popen[bytes]:

@@ -214,3 +214,50 @@ def test_cli_bad_file_exit_3_no_traceback(tmp_path: Path) -> None:
     done = run_cli("plan", str(tmp_path / "absent.toml"))
     assert done.returncode == 3
     assert "does not exist" in done.stderr
+
+
+# -- [watch] (issue 14) ------------------------------------------------------------------------
+
+
+def test_watch_table_defaults_and_given_values() -> None:
+    assert parse_spec_text(CACHE, "job.toml").watch is None  # no table: nothing sampled
+    spec = parse_spec_text("[watch]\n" + CACHE, "job.toml")
+    assert spec.watch is not None
+    assert spec.watch.to_dict() == {
+        "interval": 10.0,
+        "threshold": 0.9,
+        "remediate": "off",
+        "migrate_rate_mbps": 64.0,
+    }
+    given = '[watch]\ninterval = 2\nthreshold = 0.8\nremediate = "migrate"\n'
+    spec = parse_spec_text(given + "migrate_rate_mbps = 16\n" + CACHE, "job.toml")
+    assert spec.watch is not None
+    assert spec.watch.to_dict() == {
+        "interval": 2.0,
+        "threshold": 0.8,
+        "remediate": "migrate",
+        "migrate_rate_mbps": 16.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("interval = 0", "job.toml:2: watch.interval: interval = 0 is outside 0.1 to 86400"),
+        ('interval = "10"', "job.toml:2: watch.interval: must be a number, not a string"),
+        ("threshold = 1.5", "job.toml:2: watch.threshold: threshold = 1.5 is not a share"),
+        ("threshold = true", "job.toml:2: watch.threshold: must be a number, not a boolean"),
+        ('remediate = "move"', "job.toml:2: watch.remediate: invalid value 'move'"),
+        ("migrate_rate_mbps = 0", "job.toml:2: watch.migrate_rate_mbps: migrate_rate_mbps = 0"),
+        ("intervl = 3", "job.toml:2: watch.intervl: unknown key 'intervl' — did you mean 'inte"),
+    ],
+)
+def test_watch_table_refusals(line: str, expected: str) -> None:
+    assert error_of(f"[watch]\n{line}\n" + CACHE).startswith(expected)
+
+
+def test_watch_must_be_a_table() -> None:
+    assert error_of("watch = 3\n" + CACHE) == (
+        "job.toml:1: watch: must be a table, not an integer — write [watch] with interval, "
+        "threshold, remediate, migrate_rate_mbps"
+    )

@@ -57,7 +57,7 @@ def test_what_the_supervisor_writes_is_what_readers_read_back(tmp_path: Path) ->
         sup.start()
         path = tmp_path / "rt" / "svc.json"
         written = json.loads(path.read_text())
-        assert written["format"] == statefile.FORMAT and written["version"] == 1
+        assert written["format"] == statefile.FORMAT and written["version"] == 2
         assert [w["pid"] for w in written["workers"]] == sorted(sim.procs)
         read = statefile.read_state(str(path))
         assert read == sup.snapshot()

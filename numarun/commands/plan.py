@@ -66,6 +66,7 @@ def checked_plan(spec: JobSpec, snapshot: str | None) -> Plan:
         topology=plan.topology,
         spec=plan.spec,
         weights=weights,
+        watch=plan.watch,
     )
 
 
@@ -87,6 +88,8 @@ def render_plan(plan: Plan) -> str:
     for process in plan.processes:
         out.extend(_table(process, plan))
         out.append("")
+    if plan.watch is not None:
+        out.extend((f"watch: {plan.watch.describe()}", ""))
     if plan.warnings:
         out.extend(f"warning: {w}" for w in plan.warnings)
     else:

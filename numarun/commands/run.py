@@ -44,6 +44,8 @@ def run_job(
     colour: bool | None = None,
     state_dir: str | None = None,
     hand_off: bool = False,
+    metrics: str | None = None,
+    metrics_listen: str | None = None,
 ) -> int:
     """Plan ``spec_file`` on this machine and supervise the job until it ends.
 
@@ -51,11 +53,13 @@ def run_job(
     interpreter this process execs into once the job is planned, so that pydantic and typer
     do not stay in memory for as long as the job runs (see
     :mod:`numarun.supervisor.handoff`); it returns only where that exec failed.
+    ``metrics`` (a textfile) and ``metrics_listen`` (``[HOST]:PORT``) are checked here,
+    before anything starts, and published by the supervisor after every sample.
     """
     from numarun import preflight
     from numarun.plan import plan_job
     from numarun.spec import load_spec
-    from numarun.supervisor import handoff
+    from numarun.supervisor import export, handoff
     from numarun.supervisor.fromplan import job_from_plan
     from numarun.topology import read_topology
 
@@ -66,6 +70,17 @@ def run_job(
     for warning in plan.warnings:
         print(f"numarun: warning: {warning}", file=sys.stderr)
     job = job_from_plan(plan, name)
+    if metrics is not None or metrics_listen is not None:
+        if job.watch is None:  # metrics need samples: the [watch] defaults
+            import dataclasses
+
+            from numarun.supervisor.watchpolicy import Watch
+
+            job = dataclasses.replace(job, watch=Watch())
+        if metrics is not None:
+            export.check_file(metrics)
+        if metrics_listen is not None:
+            export.parse_listen(metrics_listen)
     if colour is None and os.environ.get("NO_COLOR"):
         colour = False
     weights = None
@@ -73,9 +88,16 @@ def run_job(
         from numarun import weights as interleave
 
         weights = interleave.wanted(spec.weights, topology)
+    how = handoff.How(
+        colour=colour,
+        state_dir=state_dir,
+        weights=weights,
+        metrics=metrics,
+        metrics_listen=metrics_listen,
+    )
     if hand_off:
-        handoff.exec_supervisor(job, colour=colour, state_dir=state_dir, weights=weights)
-    return handoff.supervise(job, colour=colour, state_dir=state_dir, weights=weights)
+        handoff.exec_supervisor(job, how)
+    return handoff.supervise(job, how)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -152,9 +174,16 @@ def render_status(
             f"supervisor pid {sup.pid}, up {_uptime(sup.started)}"
             + (f", spec {data.source}" if data.source else "")
         )
-        rows = [("worker", "state", "pid", "up", "starts", "node", "cpus", "memory", "verdict")]
+        # The [watch] columns only for a job that samples its workers.
+        watched = any(w.local_ratio is not None or w.remediations for w in data.workers)
+        head = ("worker", "state", "pid", "up", "starts", "node", "cpus", "memory", "verdict")
+        rows: list[tuple[str, ...]] = [head + (("local", "moves") if watched else ())]
         for w in data.workers:
             pid = w.pid
+            cpus = w.cpus or "any"
+            if w.cpus_now is not None:
+                cpus = f"{w.cpus_now} (planned {cpus})"
+            local = "-" if w.local_ratio is None else f"{w.local_ratio:.0%}"
             rows.append(
                 (
                     w.label,
@@ -163,9 +192,14 @@ def render_status(
                     _uptime(w.started) if pid else "-",
                     str(w.starts),
                     str(w.node) if w.node is not None else "-",
-                    w.cpus or "any",
+                    cpus,
                     w.memory or "default",
                     verdicts.get(pid, ("-", None))[0] if pid else "-",
+                    *(
+                        (local + (" drift" if w.drifted else ""), str(w.remediations))
+                        if watched
+                        else ()
+                    ),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -174,6 +208,8 @@ def render_status(
         for w in data.workers:
             if w.failure:
                 lines.append(f"  {w.label} failed: {w.failure}")
+            if w.drifted and w.drift:
+                lines.append(f"  {w.label} drifted: {w.drift}")
             note = verdicts.get(w.pid, ("-", None))[1] if w.pid else None
             if note:
                 lines.append(f"  {w.label} note: {note}")
@@ -280,8 +316,19 @@ def register(app: typer.Typer) -> None:
         spec_file: str = typer.Argument(..., metavar="FILE", help="A job spec (TOML)."),
         name: str | None = typer_option("name"),
         colour: bool | None = typer_option("colour"),
+        metrics: str | None = typer_option("metrics"),
+        metrics_listen: str | None = typer_option("metrics_listen"),
     ) -> None:
-        raise typer.Exit(run_job(spec_file, name=name, colour=colour, hand_off=True))
+        raise typer.Exit(
+            run_job(
+                spec_file,
+                name=name,
+                colour=colour,
+                hand_off=True,
+                metrics=metrics,
+                metrics_listen=metrics_listen,
+            )
+        )
 
     @app.command("status", help=STATUS_HELP)
     def status_command(

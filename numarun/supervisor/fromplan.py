@@ -33,6 +33,12 @@ def job_from_plan(plan: Plan, name: str | None = None) -> JobSpec:
                     supervision=process.supervision,
                     stdin=w.stdin,
                     log=w.log,
+                    smt=process.smt,
                 )
             )
-    return JobSpec(name=name or job_name_for(plan.spec), workers=tuple(workers), source=plan.spec)
+    return JobSpec(
+        name=name or job_name_for(plan.spec),
+        workers=tuple(workers),
+        source=plan.spec,
+        watch=plan.watch,
+    )

@@ -13,13 +13,16 @@ supervises the job itself, as :func:`supervise` does in either process.
 The job crosses as JSON: each worker's fields, its memory policy and supervision as their
 own JSON, its environment as what differs from the process's
 own (every worker's is the whole environment plus its own few variables), the printer's
-colour, the state directory and the interleave weights the job asked for.
+colour, the state directory, the interleave weights the job asked for, its ``[watch]``
+table and where its metrics go.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from numarun.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,52 +38,70 @@ if TYPE_CHECKING:
 BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from numarun.supervisor.handoff import main; sys.exit(main())"  # noqa: E501
 
 
-def supervise(
-    job: JobSpec,
-    *,
-    colour: bool | None = None,
-    state_dir: str | None = None,
-    weights: Mapping[int, int] | None = None,
-) -> int:
+class How(Value):
+    """How to supervise a planned job, besides the job itself."""
+
+    colour: bool | None = None  # the printer's colour; None: when the output is a terminal
+    state_dir: str | None = None  # where the state file goes; None: the runtime directory
+    weights: dict[int, int] | None = None  # interleave weights in force while it runs
+    metrics: str | None = None  # a Prometheus textfile written after every sample
+    metrics_listen: str | None = None  # [HOST]:PORT served /metrics from
+
+
+def supervise(job: JobSpec, how: How | None = None) -> int:
     """Start every worker of ``job``, keep them alive, stop them cleanly; 0, or the refusal.
 
-    ``weights`` (node -> weight) are written first and restored on any exit.
+    The weights are written first and restored on any exit; the metrics, where asked for,
+    are published after every sample and when a worker goes up or down.
     """
     import contextlib
 
     from numarun.supervisor.manager import Supervisor
     from numarun.supervisor.printer import PrefixPrinter
 
-    printer = PrefixPrinter(job.workers, colour=colour)
-    supervisor = Supervisor(job, printer=printer, state_dir=state_dir)
+    how = how or How()
+    printer = PrefixPrinter(job.workers, colour=how.colour)
+    supervisor = Supervisor(job, printer=printer, state_dir=how.state_dir)
     in_force: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-    if weights is not None:
+    if how.weights is not None:
         from numarun import weights as interleave
 
-        in_force = interleave.applied_weights(weights)
-    # start() checks every worker, the state directory and the job's name before the
-    # first spawn; the job's interleave weights, written first, are restored on any exit.
-    with in_force, supervisor.handle_signals():
+        in_force = interleave.applied_weights(how.weights)
+    with contextlib.ExitStack() as stack:
+        exporter = None
+        if how.metrics is not None or how.metrics_listen is not None:
+            from numarun.supervisor import export
+
+            server = None
+            if how.metrics_listen is not None:
+                server = export.open_server(how.metrics_listen)  # refused before any start
+                stack.callback(server.close)
+            exporter = export.Exporter(supervisor, how.metrics, server)
+        # start() checks every worker, the state directory and the job's name before the
+        # first spawn; the job's interleave weights, written first, are restored on any exit.
+        stack.enter_context(in_force)
+        stack.enter_context(supervisor.handle_signals())
         supervisor.start()
-        result = supervisor.run()
+        if exporter is None:
+            result = supervisor.run()
+        else:
+            exporter.publish()  # at once: the workers are up, their first sample to come
+            for event in supervisor.events():
+                if event.kind in export.PUBLISH_ON:
+                    exporter.publish()
+            result = supervisor.result()
     if not result.ok:
         raise result.error()
     return 0
 
 
-def exec_supervisor(
-    job: JobSpec,
-    *,
-    colour: bool | None = None,
-    state_dir: str | None = None,
-    weights: Mapping[int, int] | None = None,
-) -> None:
+def exec_supervisor(job: JobSpec, how: How) -> None:
     """Become the lean supervisor of ``job``; returns only when the exec failed."""
     import json
 
     import numarun
 
-    data = encode(job, colour=colour, state_dir=state_dir, weights=weights)
+    data = encode(job, how)
     fd = os.memfd_create("numarun-job", 0)  # no MFD_CLOEXEC: the new program reads it
     try:
         os.write(fd, json.dumps(data).encode())
@@ -110,51 +131,52 @@ def main() -> int:
 def _supervise_decoded(text: bytes) -> int:
     import json
 
-    job, colour, state_dir, weights = decode(json.loads(text))
-    return supervise(job, colour=colour, state_dir=state_dir, weights=weights)
+    job, how = decode(json.loads(text))
+    return supervise(job, how)
 
 
 # -- the job as JSON ----------------------------------------------------------------------
 
 
-def encode(
-    job: JobSpec,
-    *,
-    colour: bool | None,
-    state_dir: str | None,
-    weights: Mapping[int, int] | None,
-    environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def encode(job: JobSpec, how: How, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``job`` and how to supervise it, as JSON-ready data (see :func:`decode`)."""
     env = os.environ if environ is None else environ
+    weights = how.weights
     return {
         "name": job.name,
         "source": job.source,
         "workers": [_encode_worker(w, env) for w in job.workers],
-        "colour": colour,
-        "state_dir": state_dir,
+        "watch": None if job.watch is None else job.watch.to_dict(),
+        "colour": how.colour,
+        "state_dir": how.state_dir,
         "weights": None if weights is None else [[n, w] for n, w in weights.items()],
+        "metrics": how.metrics,
+        "metrics_listen": how.metrics_listen,
     }
 
 
-def decode(
-    data: dict[str, Any], environ: Mapping[str, str] | None = None
-) -> tuple[JobSpec, bool | None, str | None, dict[int, int] | None]:
-    """What :func:`encode` wrote: the job, the colour, the state directory, the weights."""
+def decode(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> tuple[JobSpec, How]:
+    """What :func:`encode` wrote: the job and how to supervise it."""
     from numarun.supervisor.model import JobSpec
+    from numarun.supervisor.watchpolicy import Watch
 
     env = os.environ if environ is None else environ
     weights = data["weights"]
-    return (
-        JobSpec(
-            name=data["name"],
-            workers=tuple(_decode_worker(w, env) for w in data["workers"]),
-            source=data["source"],
-        ),
-        data["colour"],
-        data["state_dir"],
-        None if weights is None else {int(n): int(w) for n, w in weights},
+    watch = data["watch"]
+    job = JobSpec(
+        name=data["name"],
+        workers=tuple(_decode_worker(w, env) for w in data["workers"]),
+        source=data["source"],
+        watch=None if watch is None else Watch(**watch),
     )
+    how = How(
+        colour=data["colour"],
+        state_dir=data["state_dir"],
+        weights=None if weights is None else {int(n): int(w) for n, w in weights},
+        metrics=data["metrics"],
+        metrics_listen=data["metrics_listen"],
+    )
+    return job, how
 
 
 def _encode_worker(w: WorkerSpec, environ: Mapping[str, str]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from numarun import procfs
 from numarun.cpulist import format_list
@@ -31,6 +31,7 @@ from numarun.supervisor import state as statefile
 from numarun.supervisor.clock import Clock, RealClock
 from numarun.supervisor.contain import JobCgroup
 from numarun.supervisor.guardian import Guardian
+from numarun.supervisor.keeper import Keeper, KeeperKernel
 from numarun.supervisor.model import (
     Event,
     EventKind,
@@ -132,7 +133,9 @@ class Supervisor:
     killed; ``cgroup`` None runs the job in a cgroup of its own where numarun may create
     one (see :mod:`~numarun.supervisor.contain`; ``NUMARUN_CGROUP=0`` turns it off), False
     never; ``output_events`` also yields every output line as an ``output`` event (for
-    scripts that wait for "ready" lines).
+    scripts that wait for "ready" lines); ``keeper_kernel`` is what the job's ``[watch]``
+    sampling reads and changes (default: the live kernel; see
+    :mod:`~numarun.supervisor.keeper`).
 
     One supervisor, one thread: call every method from the thread that called ``start``
     (that thread's placement is what workers inherit while they are started).
@@ -151,6 +154,7 @@ class Supervisor:
         cgroup: bool | None = None,
         tail_lines: int = 20,
         output_events: bool = False,
+        keeper_kernel: KeeperKernel | None = None,
     ) -> None:
         self.job = job
         self.printer: Printer = printer if printer is not None else PrefixPrinter(job.workers)
@@ -179,6 +183,10 @@ class Supervisor:
         self._state_failed = False
         self._signal_fd: int | None = None
         self._started_wall = 0.0
+        self._keeper_kernel = keeper_kernel
+        #: The job's [watch] sampling (None without a [watch] table); see .keeper.
+        self.keeper: Keeper | None = None
+        self._next_sample: float | None = None
 
     # -- public -------------------------------------------------------------------------
 
@@ -210,6 +218,8 @@ class Supervisor:
 
             self._cgroup = JobCgroup.create(self.job.name)
             self.launcher.contain(self._cgroup)
+        if self.job.watch is not None:
+            self._start_keeper()
         if self._want_guardian:
             self._guardian = Guardian(
                 [self.state_path] if self.state_path else [],
@@ -378,10 +388,28 @@ class Supervisor:
                     starts=w.starts,
                     last_status=str(w.last_status) if w.last_status else None,
                     failure=w.failure or None,
+                    **self._watched(w),
                 )
                 for w in self.workers
             ),
         )
+
+    def _watched(self, w: Worker) -> dict[str, Any]:
+        """A worker's [watch] fields of the state file (none without a [watch] table)."""
+        if self.keeper is None:
+            return {}
+        kept = self.keeper.slot(w.spec)
+        current = kept.pid == w.pid and w.pid is not None
+        ratio = kept.local_ratio if current else None
+        return {
+            "local_ratio": round(ratio, 4) if ratio is not None else None,
+            "drifted": kept.drifted and current,
+            "drift": kept.drift if kept.drifted and current else None,
+            "remediations": kept.remediations,
+            "cpus_now": format_list(kept.cpus)
+            if kept.cpus is not None and kept.cpus_pid == w.pid
+            else None,
+        }
 
     # -- starting -----------------------------------------------------------------------
 
@@ -537,6 +565,8 @@ class Supervisor:
     def _timeout(self) -> float | None:
         deadlines = [w.next_start for w in self.workers if w.next_start is not None]
         deadlines += [w.stop_deadline for w in self.workers if w.stop_deadline is not None]
+        if self._next_sample is not None and not self._stopping:
+            deadlines.append(self._next_sample)
         if not deadlines:
             return None
         return min(MAX_WAIT, max(0.0, min(deadlines) - self.clock.now()))
@@ -544,6 +574,8 @@ class Supervisor:
     def _run_timers(self) -> None:
         now = self.clock.now()
         assert self._placement is not None
+        if not self._stopping:
+            self._sample_due(now)
         try:
             for w in self.workers:
                 if w.state == "backoff" and w.next_start is not None and w.next_start <= now:
@@ -565,6 +597,49 @@ class Supervisor:
                     )
         finally:
             self._placement.restore()
+
+    # -- watching -----------------------------------------------------------------------
+
+    def _start_keeper(self) -> None:
+        assert self.job.watch is not None
+        kernel = self._keeper_kernel
+        if kernel is None:
+            from numarun.supervisor.keeper import LiveKernel
+            from numarun.topology import read_topology
+
+            cgroup = self._cgroup.path if self._cgroup is not None else None
+            kernel = LiveKernel(read_topology(devices=False), cgroup)
+        self.keeper = Keeper(self.job.watch, kernel)
+        self._next_sample = self.clock.now() + self.job.watch.interval
+
+    def _sample_due(self, now: float) -> None:
+        """Sample the running workers when the interval is up, and emit what it found.
+
+        The sample's CPU cost (with the state file it rewrites) sets the next wait: the
+        interval, or longer where that would spend more than the budget (see
+        :meth:`~numarun.supervisor.keeper.Keeper.wait_after`)."""
+        keeper = self.keeper
+        if keeper is None or self._next_sample is None or now < self._next_sample:
+            return
+        spent = keeper.kernel.cpu_seconds()
+        running = [
+            (w.spec, w.instance.pid)
+            for w in self.workers
+            if w.state == "running" and w.instance is not None
+        ]
+        by_label = {w.spec.label: w for w in self.workers}
+        for finding in keeper.sample(now, running):
+            worker = by_label.get(finding.worker.label) if finding.worker is not None else None
+            self._emit(finding.kind, worker, pid=finding.pid, message=finding.message)
+        self._dirty = True
+        self._flush_state()
+        wait, note = keeper.wait_after(keeper.kernel.cpu_seconds() - spent)
+        if note is not None:
+            self._emit(note.kind, message=note.message)
+        # The next one a wait after this one was due (no drift with a busy loop), but never
+        # in the past after a long stall.
+        self._next_sample = max(self._next_sample + wait, now + wait / 2)
+        self._emit("sampled", message=f"sample {keeper.samples}")
 
     # -- signals ------------------------------------------------------------------------
 
@@ -694,7 +769,21 @@ def _note(event: Event) -> str:
         return f"{event.message} ({event.status})" if event.status else event.message
     if kind == "job-stopping":
         return f"stopping the job ({event.message})"
-    return ""
+    return _WATCH_NOTES.get(kind, "{}").format(event.message) if kind in _WATCH_NOTES else ""
+
+
+# How the [watch] events read in the output (the message says the rest).
+_WATCH_NOTES = {
+    "drift": "drift: {}",
+    "recovered": "back on its nodes: {}",
+    "remediated": "remediation: {}",
+    "remediation-skipped": "remediation skipped: {}",
+    "remediation-failed": "remediation failed: {}",
+    "cpus-moved": "{}",
+    "cpus-restored": "its planned CPUs are back: {}",
+    "no-cpus": "{}",
+    "sampling-slowed": "{}",
+}
 
 
 def _signame(signum: int) -> str:

@@ -16,6 +16,7 @@ from typing import Literal
 from numarun.cpulist import format_list
 from numarun.mempolicy import MemoryPolicy
 from numarun.supervisor.policy import Supervision
+from numarun.supervisor.watchpolicy import Watch
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class WorkerSpec:
     supervision: Supervision = field(default_factory=Supervision)  # restarts, stopping
     stdin: str = "null"  # "null", "inherit" (the supervisor's own) or a file to read
     log: str | None = None
+    smt: str = "allow"  # its group's SMT rule, for CPUs given in place of offline ones
 
     @property
     def label(self) -> str:
@@ -63,6 +65,7 @@ class JobSpec:
     name: str
     workers: tuple[WorkerSpec, ...]
     source: str | None = None  # the spec file it came from, for ``numarun status``
+    watch: Watch | None = None  # sample placement every interval (None: never sample)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,17 @@ EventKind = Literal[
     "job-stopping",  # the whole job is stopping (message says why)
     "job-done",  # every worker is down; the supervisor's loop ends
     "output",  # a line the worker wrote (message; stream); only with output_events=True
+    # With a [watch] table (numarun.supervisor.keeper):
+    "sampled",  # the job's placement was sampled (job event; metrics are written on it)
+    "drift",  # below the threshold for two samples in a row (message: how far)
+    "recovered",  # back at or above the threshold
+    "remediated",  # pages moved back with migrate_pages (message: sizes)
+    "remediation-skipped",  # not moved: the home nodes lack the free memory
+    "remediation-failed",  # migrate_pages refused (message: why)
+    "cpus-moved",  # planned CPUs went offline or left the cpuset: others given
+    "cpus-restored",  # the planned CPUs are back
+    "no-cpus",  # its node has no usable CPU left
+    "sampling-slowed",  # samples cost more than the CPU budget: they come less often
 ]
 
 

@@ -35,7 +35,10 @@ from numarun.procfs import start_ticks  # the one reader of /proc/PID/stat
 from numarun.value import Value
 
 FORMAT = "numarun-job-state"
-VERSION = 1
+#: 2 added each worker's watch fields (local_ratio, drifted, drift, remediations,
+#: cpus_now); version 1 files (an older numarun's running job) are still read.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_BYTES = 16 << 20  # a worker's entry is ~300 bytes: room for 50,000 workers
 WORKER_STATES = ("pending", "running", "backoff", "stopping", "exited", "stopped", "failed")
 
@@ -71,6 +74,12 @@ class WorkerState(Value):
     starts: int
     last_status: str | None
     failure: str | None
+    # With a [watch] table (version 2): the latest sample of its memory, and what was done.
+    local_ratio: float | None = None  # share of its judged memory on its home nodes
+    drifted: bool = False  # below the threshold for two samples in a row, not yet back
+    drift: str | None = None  # the drift event's words, while drifted
+    remediations: int = 0  # migrate_pages moves done for it
+    cpus_now: str | None = None  # CPUs given in place of offline ones; None: as planned
 
     @property
     def label(self) -> str:
@@ -105,8 +114,12 @@ class JobState(Value):
         """Validate a parsed state file; :class:`StateFileError` says what is wrong."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise StateFileError("not a numarun state file")
-        if data.get("version") != VERSION:
-            raise StateFileError(f"state file version {data.get('version')!r}, not {VERSION}")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise StateFileError(
+                f"state file version {data.get('version')!r}, not one of "
+                f"{', '.join(map(str, READABLE_VERSIONS))} that this numarun reads (written by "
+                "a newer numarun: use that one's numarun status)"
+            )
         job = _field(data, "job", str)
         if _JOB_NAME.fullmatch(job) is None:
             raise StateFileError(f"job name {job!r} is not one numarun writes")
@@ -140,6 +153,10 @@ def _worker(data: object) -> WorkerState:
     if state not in WORKER_STATES:
         raise StateFileError(f"worker state {state!r}")
     started = _field(data, "started", (int, float), optional=True)
+    ratio = _field(data, "local_ratio", (int, float), optional=True)
+    drifted = data.get("drifted", False)
+    if not isinstance(drifted, bool):
+        raise StateFileError(f"drifted is {json.dumps(drifted)[:40]}")
     return WorkerState(
         name=_field(data, "name", str),
         index=_field(data, "index", int),
@@ -153,6 +170,11 @@ def _worker(data: object) -> WorkerState:
         starts=_field(data, "starts", int),
         last_status=_field(data, "last_status", str, optional=True),
         failure=_field(data, "failure", str, optional=True),
+        local_ratio=float(ratio) if ratio is not None else None,
+        drifted=drifted,
+        drift=_field(data, "drift", str, optional=True),
+        remediations=_field(data, "remediations", int, optional=True) or 0,
+        cpus_now=_field(data, "cpus_now", str, optional=True),
     )
 
 
