@@ -18,6 +18,7 @@ import time
 from numarun.value import Value
 from numarun.watch import Balancing, Locality, NodeSample, Sampler, Thresholds, find_issues
 from numarun.watch.locality import locality, process_locality
+from numarun.watch.sample import NODE_COUNTERS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,14 +54,6 @@ class Frame(Value):
     warnings: tuple[str, ...] = ()
 
 
-_NODE_COUNTERS = (
-    "numa_hit",
-    "numa_miss",
-    "numa_foreign",
-    "interleave_hit",
-    "local_node",
-    "other_node",
-)
 _BALANCING = (
     "numa_hint_faults",
     "numa_hint_faults_local",
@@ -146,7 +139,7 @@ class Monitor:
         nodes = self.sampler.sample_nodes()
         balancing = self.sampler.balancing()
         before = {n.id: n for n in self._nodes or ()}
-        node_deltas = {n.id: _deltas(before.get(n.id), n, _NODE_COUNTERS) for n in nodes}
+        node_deltas = {n.id: _deltas(before.get(n.id), n, NODE_COUNTERS) for n in nodes}
         balancing_delta = _deltas(self._balancing, balancing, _BALANCING)
         self._nodes, self._balancing = nodes, balancing
         followed, warnings = job_workers(self.topology, self.state_dir) if self.jobs else ([], ())
@@ -209,7 +202,7 @@ def to_json(frame: Frame) -> dict[str, object]:
                 "memory_free_bytes": n.memory_free_bytes,
                 "memory_used_bytes": n.memory_used_bytes,
                 "tier": n.tier,
-                **{name: getattr(n, name) for name in _NODE_COUNTERS},
+                **{name: getattr(n, name) for name in NODE_COUNTERS},
                 "delta": frame.node_deltas.get(n.id, {}),
             }
             for n in frame.nodes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from numarun import sysfs
+from numarun.numastat import COUNTERS
 from numarun.value import Value
 
 TYPE_CHECKING = False
@@ -23,15 +24,8 @@ if TYPE_CHECKING:
 
     from numarun.topology import Topology
 
-# The nodeN/numastat counters a NodeSample carries, in the kernel's order.
-NODE_COUNTERS: tuple[str, ...] = (
-    "numa_hit",
-    "numa_miss",
-    "numa_foreign",
-    "interleave_hit",
-    "local_node",
-    "other_node",
-)
+# The nodeN/numastat counters a NodeSample carries, in the kernel's order: numastat's.
+NODE_COUNTERS: tuple[str, ...] = COUNTERS
 
 # The /proc/vmstat counters of NUMA balancing and memory tiering that Balancing carries.
 BALANCING_COUNTERS: tuple[str, ...] = (
