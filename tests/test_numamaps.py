@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -358,3 +359,29 @@ def test_summary_is_the_per_mapping_parse_on_every_process_here() -> None:
         slow = numamaps.summarize_mappings(parse_mappings(data.decode("utf-8", "replace")))
         assert fast == slow
         assert fast.mappings == data.count(b"\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(kernel_lines(), min_size=1, max_size=20),
+    st.lists(st.integers(0, 4000), max_size=8),
+)
+def test_counted_piece_by_piece_is_the_whole_file(
+    cases: list[tuple[str, dict[str, object]]], cuts: list[int]
+) -> None:
+    # The report reads numa_maps read by read; pieces may end anywhere, mid-line included.
+    data = "".join(line + "\n" for line, _ in cases).encode("utf-8", "surrogatepass")
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    pieces = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    assert numamaps.summarize_chunks(pieces) == summarize(data)
+    assert numamaps.summarize_chunks(pieces).mappings == len(cases)
+
+
+def test_live_file_read_piece_by_piece_is_the_whole_file() -> None:
+    from numarun import procfs
+
+    data = procfs.numa_maps(os.getpid())
+    pieces = list(procfs.numa_maps_chunks(os.getpid()))
+    assert len(pieces) >= 1 and b"".join(pieces).count(b"\n") == data.count(b"\n")
+    assert numamaps.summarize_chunks(pieces).mappings == summarize(data).mappings
+    assert numamaps.summarize_chunks([]).mappings == 0
