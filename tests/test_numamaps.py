@@ -385,3 +385,15 @@ def test_live_file_read_piece_by_piece_is_the_whole_file() -> None:
     assert len(pieces) >= 1 and b"".join(pieces).count(b"\n") == data.count(b"\n")
     assert numamaps.summarize_chunks(pieces).mappings == summarize(data).mappings
     assert numamaps.summarize_chunks([]).mappings == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="\\0123456789ab=\x00\u00e9", max_size=40))
+def test_octal_escapes_undone_as_seq_path_wrote_them(path: str) -> None:
+    # Each backslash and three octal digits is one character; any other backslash stays.
+    import re
+
+    want = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
+    mapping = parse_line(f"7f00 default file={path} mapped=1 N0=1 kernelpagesize_kB=4")
+    assert mapping is not None
+    assert mapping.path == want
