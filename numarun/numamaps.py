@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 
 from numarun import cpulist
@@ -389,8 +389,14 @@ def summarize_chunks(chunks: Iterable[bytes]) -> Summary:
     remainders at once, which in a short-lived process costs more in page faults than the
     parse itself.
     """
-    counts: Counter[bytes] = Counter()
-    count = counts.update
+    # One Counter over all pieces (itertools.chain): an update per piece, ~1,000 of them at
+    # 60,000 mappings since seq_file returns about a page a read, costs ~4 ms more.
+    counts = Counter(chain.from_iterable(map(_remainders, _whole_lines(chunks))))
+    return _summarize_counts(counts)
+
+
+def _whole_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The pieces again, each ending at a line's end: a cut-off line goes with the next."""
     tail = b""
     for chunk in chunks:
         if tail:
@@ -398,13 +404,12 @@ def summarize_chunks(chunks: Iterable[bytes]) -> Summary:
         end = chunk.rfind(b"\n") + 1
         if end == len(chunk):  # as seq_file cuts them: whole lines, no copy
             tail = b""
-            count(_remainders(chunk))
+            yield chunk
         else:
             tail = chunk[end:]
-            count(_remainders(chunk[:end]))
+            yield chunk[:end]
     if tail:
-        count(_remainders(tail))
-    return _summarize_counts(counts)
+        yield tail
 
 
 def _summarize_counts(counts: Counter[bytes]) -> Summary:
