@@ -336,7 +336,7 @@ def device_note(device: str, node: int, judged: Mapping[int, int], rules: Rules)
 
 def device_of(env: Mapping[str, str]) -> tuple[str, int] | None:
     """The device numarun placed a process near, from its environment; None when none."""
-    from numarun.placement.resolve import DEVICE_ENV, DEVICE_NODE_ENV
+    from numarun.placement import DEVICE_ENV, DEVICE_NODE_ENV
 
     node = env.get(DEVICE_NODE_ENV, "")
     if DEVICE_ENV not in env or not (node.isascii() and node.isdigit()):

@@ -5,7 +5,7 @@ held without timing anything.
   imports only the supervisor (no pydantic, typer, click, psutil), under the same PID and
   the name ``numarun``; its guardian is ``/bin/sh``, not a second interpreter;
 * the commands measured against lstopo and numastat (``topology``, ``placement``) import
-  neither typer nor pydantic nor ``json`` (the writer is numarun's own), and the
+  neither typer nor pydantic nor ``json`` (the writer is numarun's own) nor ``re``, and the
   ``numarun`` command itself imports no ``re`` before numarun starts;
 * the job crosses the exec intact.
 """
@@ -53,7 +53,8 @@ def test_topology_json_imports_no_heavy_module(shared_snapshot: Callable[[str], 
 
 def test_placement_json_imports_no_heavy_module() -> None:
     found = _imported([*AS_SCRIPT, "placement", str(os.getpid()), "--json"])
-    for heavy in (*HEAVY, "json", "typing", "dataclasses"):
+    heavy_here = ("json", "re", "enum", "typing", "dataclasses", "numarun.placement.resolve")
+    for heavy in (*HEAVY, *heavy_here):
         assert heavy not in found, f"numarun placement --json imports {heavy}"
 
 

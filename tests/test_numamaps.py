@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -358,3 +359,41 @@ def test_summary_is_the_per_mapping_parse_on_every_process_here() -> None:
         slow = numamaps.summarize_mappings(parse_mappings(data.decode("utf-8", "replace")))
         assert fast == slow
         assert fast.mappings == data.count(b"\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(kernel_lines(), min_size=1, max_size=20),
+    st.lists(st.integers(0, 4000), max_size=8),
+)
+def test_counted_piece_by_piece_is_the_whole_file(
+    cases: list[tuple[str, dict[str, object]]], cuts: list[int]
+) -> None:
+    # The report reads numa_maps read by read; pieces may end anywhere, mid-line included.
+    data = "".join(line + "\n" for line, _ in cases).encode("utf-8", "surrogatepass")
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    pieces = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    assert numamaps.summarize_chunks(pieces) == summarize(data)
+    assert numamaps.summarize_chunks(pieces).mappings == len(cases)
+
+
+def test_live_file_read_piece_by_piece_is_the_whole_file() -> None:
+    from numarun import procfs
+
+    data = procfs.numa_maps(os.getpid())
+    pieces = list(procfs.numa_maps_chunks(os.getpid()))
+    assert len(pieces) >= 1 and b"".join(pieces).count(b"\n") == data.count(b"\n")
+    assert numamaps.summarize_chunks(pieces).mappings == summarize(data).mappings
+    assert numamaps.summarize_chunks([]).mappings == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="\\0123456789ab=\x00\u00e9", max_size=40))
+def test_octal_escapes_undone_as_seq_path_wrote_them(path: str) -> None:
+    # Each backslash and three octal digits is one character; any other backslash stays.
+    import re
+
+    want = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
+    mapping = parse_line(f"7f00 default file={path} mapped=1 N0=1 kernelpagesize_kB=4")
+    assert mapping is not None
+    assert mapping.path == want

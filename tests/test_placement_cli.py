@@ -139,7 +139,7 @@ def test_check_fails_with_exit_10(
 
     pid, _ = child
     text = b"7f00 bind:1 anon=300 dirty=300 N0=100 N1=200 kernelpagesize_kB=4\n"
-    monkeypatch.setattr(procfs, "numa_maps", lambda pid, proc_root="/proc": text)
+    monkeypatch.setattr(procfs, "numa_maps_chunks", lambda pid, proc_root="/proc": iter([text]))
     assert numamaps.summarize(text).total_bytes == 300 * 4096
     assert main(["placement", str(pid), "--check"]) == 10
     out, err = capsys.readouterr()

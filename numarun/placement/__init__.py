@@ -17,3 +17,8 @@ once and reads the same from the prefix form, a rank and a job spec:
 Refusals come from :mod:`numarun.refusals`. Nothing here changes the system: applying a
 placement is :mod:`numarun.launch`'s job.
 """
+
+#: What numarun tells a process it places near a device (:func:`.resolve.device_env`), for
+#: ``numarun placement`` to read. Here rather than in :mod:`.resolve` so that the report
+#: reads them without importing the resolver (and the refusal catalogue) on every run.
+DEVICE_ENV, DEVICE_NODE_ENV = "NUMARUN_DEVICE", "NUMARUN_DEVICE_NODE"

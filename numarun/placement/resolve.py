@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from numarun import refusals
 from numarun.nodespec import resolve as resolve_spec
+from numarun.placement import DEVICE_ENV, DEVICE_NODE_ENV
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -222,9 +223,6 @@ def nodes_of(topology: Topology, cpu_ids: Iterable[int]) -> list[int]:
 
 
 # --- nodes named by a device (netdev:eth0, pci:BDF, block:NAME, file:PATH, ip:ADDR, gpu:N) ---
-
-#: What numarun tells a process it places near a device, for ``numarun placement`` to read.
-DEVICE_ENV, DEVICE_NODE_ENV = "NUMARUN_DEVICE", "NUMARUN_DEVICE_NODE"
 
 
 def device_env(device: Device) -> dict[str, str]:
