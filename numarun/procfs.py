@@ -79,8 +79,9 @@ def read_text(pid: int, name: str, proc_root: str = PROC) -> str:
 
 
 def numa_maps(pid: int, proc_root: str = PROC) -> bytes:
-    """``/proc/PID/numa_maps`` as read; empty for a zombie or a kernel thread."""
-    return read_bytes(pid, "numa_maps", proc_root)
+    """``/proc/PID/numa_maps`` whole (:func:`numa_maps_chunks` joined); empty for a zombie
+    or a kernel thread. For when the text itself is wanted: counting wants the chunks."""
+    return b"".join(numa_maps_chunks(pid, proc_root))
 
 
 # Under glibc's mmap threshold (128 kB): each read's buffer comes from the heap and is

@@ -18,7 +18,7 @@ import os
 
 from numarun import procfs
 from numarun.errors import ProcessError
-from numarun.numamaps import JUDGED_KINDS, Summary, summarize
+from numarun.numamaps import JUDGED_KINDS, Summary, summarize_chunks
 from numarun.value import Value
 
 TYPE_CHECKING = False
@@ -59,7 +59,7 @@ def _proc_root(root: str) -> str:
 
 def _summary(pid: int, root: str) -> Summary | None:
     try:
-        return summarize(procfs.numa_maps(pid, _proc_root(root)))
+        return summarize_chunks(procfs.numa_maps_chunks(pid, _proc_root(root)))
     except ProcessError:  # gone, or another user's: nothing to say about it
         return None
 
@@ -87,7 +87,7 @@ def locality(pid: int, home_nodes: Iterable[int], root: str = "/") -> Locality |
     """Process ``pid``'s locality against ``home_nodes``; None when it is gone or unreadable.
 
     Cheap enough to run every few seconds for many workers: one read of
-    ``/proc/PID/numa_maps`` and :func:`numarun.numamaps.summarize`.
+    ``/proc/PID/numa_maps`` and :func:`numarun.numamaps.summarize_chunks`.
     """
     summary = _summary(pid, root)
     return None if summary is None else judge(pid, home_nodes, summary)
