@@ -43,10 +43,10 @@ def test_moved_pages_come_back_and_are_counted(guest_2n2c2t: GuestReport) -> Non
     assert drift["low"] is not None and drift["low"] < 0.5, drift
     # Back within a few intervals: at least 90 % by the metrics and by numa_maps, one move.
     assert drift["back"] >= 0.9, f"{drift}; {_why(res)}"
-    # "A few intervals": the interval, or the longer period numarun samples at where a
-    # sample costs more than its CPU budget (it says so; emulation is slow).
-    period = max(res["interval"], res["period"] or 0.0)
-    assert drift["back_after_s"] <= 5 * period, f"{drift}; period {period}; {_why(res)}"
+    # "A few intervals", counted in samples: one more below the threshold makes the drift
+    # and the move, the next shows it back (numarun samples less often than the interval
+    # where a sample costs more than its CPU budget, as under emulation: it says so).
+    assert drift["back_samples"] <= 4, f"{drift}; {_why(res)}"
     assert _share(drift["pages_after"], "0") >= 0.9, drift["pages_after"]
     assert drift["remediations"] == 1.0, drift
     assert drift["other_remediations"] == 0.0, drift  # worker 1 was never touched
