@@ -161,7 +161,9 @@ def _undo(fs: sysfs.Root, written: list[int], old: Mapping[int, int], auto: bool
 
 
 def wanted(value: str, topology: Topology, root: str = "/") -> dict[int, int]:
-    """The weights ``bandwidth`` or ``N=W,...`` asks for on this machine."""
+    """The weights ``bandwidth`` or ``N=W,...`` asks for on this machine; refused before
+    Linux 6.9 first, whatever else is missing (no HMAT figures, unknown nodes)."""
+    current(root)
     known = nodes(root)
     return from_bandwidth(topology, known) if value == "bandwidth" else parse_given(value, known)
 

@@ -166,6 +166,7 @@ def test_the_job_crosses_the_exec_intact() -> None:
     from numarun.supervisor import handoff
     from numarun.supervisor.model import JobSpec, WorkerSpec
     from numarun.supervisor.policy import Backoff, CrashLoop, Supervision
+    from numarun.supervisor.watchpolicy import Watch
 
     environ = {"PATH": "/bin", "HOME": "/root", "LANG": "C"}
     job = JobSpec(
@@ -191,11 +192,21 @@ def test_the_job_crosses_the_exec_intact() -> None:
                 ),
                 stdin="inherit",
                 log="/var/log/api.log",
+                smt="avoid",
             ),
             WorkerSpec("plain", 1, ("true",)),
         ),
         source="/etc/numarun/web.toml",
+        watch=Watch(interval=2.0, threshold=0.8, remediate="migrate", migrate_rate_mbps=16.0),
     )
+    # Every field away from its default, so a field the hand-off forgets to carry fails here
+    # (a new field fails too, until it is given a value above and carried).
+    import dataclasses
+
+    for record in (job, job.workers[0]):
+        for f in dataclasses.fields(record):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            assert getattr(record, f.name) != default, f"set {f.name} above"
     import json
 
     data = json.loads(

@@ -160,3 +160,13 @@ def test_not_root_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 7 and done.stderr.count("\n") == 1, done.stderr
     assert "needs root" in done.stderr
     assert _on_disk(root) == {0: 1, 1: 1, 2: 1, 3: 1}
+
+
+def test_a_job_asking_bandwidth_on_an_old_kernel_is_told_the_kernel_first(tmp_path: Path) -> None:
+    # Linux 6.1 on a cloud instance: no weighted interleave and no HMAT either; the kernel is
+    # what stands in the way (a job's weights = "bandwidth" is worked out before it starts).
+    from numarun.errors import KernelRefusedError
+
+    root = str(c5n_18xlarge().write(tmp_path))
+    with pytest.raises(KernelRefusedError, match=r"has no weighted interleave.*6\.9"):
+        weights.wanted("bandwidth", read_topology(root), root)

@@ -201,6 +201,7 @@ def _encode_worker(w: WorkerSpec, environ: Mapping[str, str]) -> dict[str, Any]:
         "supervision": w.supervision.to_dict(),
         "stdin": w.stdin,
         "log": w.log,
+        "smt": w.smt,
     }
 
 
@@ -227,4 +228,5 @@ def _decode_worker(d: dict[str, Any], environ: Mapping[str, str]) -> WorkerSpec:
         supervision=Supervision.from_dict(d["supervision"]),
         stdin=d["stdin"],
         log=d["log"],
+        smt=d["smt"],
     )
