@@ -18,7 +18,7 @@ import time
 from numarun.value import Value
 from numarun.watch import Balancing, Locality, NodeSample, Sampler, Thresholds, find_issues
 from numarun.watch.locality import locality, process_locality
-from numarun.watch.sample import NODE_COUNTERS
+from numarun.watch.sample import BALANCING_COUNTERS, NODE_COUNTERS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,16 +52,6 @@ class Frame(Value):
     gone: tuple[int, ...]  # given PIDs that have exited since the previous frame
     issues: tuple[Issue, ...]
     warnings: tuple[str, ...] = ()
-
-
-_BALANCING = (
-    "numa_hint_faults",
-    "numa_hint_faults_local",
-    "numa_pages_migrated",
-    "pgpromote_success",
-    "pgdemote_kswapd",
-    "pgdemote_direct",
-)
 
 
 def worker_home(worker: WorkerState, topology: Topology) -> tuple[tuple[int, ...], str]:
@@ -140,7 +130,7 @@ class Monitor:
         balancing = self.sampler.balancing()
         before = {n.id: n for n in self._nodes or ()}
         node_deltas = {n.id: _deltas(before.get(n.id), n, NODE_COUNTERS) for n in nodes}
-        balancing_delta = _deltas(self._balancing, balancing, _BALANCING)
+        balancing_delta = _deltas(self._balancing, balancing, BALANCING_COUNTERS)
         self._nodes, self._balancing = nodes, balancing
         followed, warnings = job_workers(self.topology, self.state_dir) if self.jobs else ([], ())
         known = {f.pid for f in followed}
@@ -209,7 +199,7 @@ def to_json(frame: Frame) -> dict[str, object]:
         ],
         "balancing": {
             "mode": frame.balancing.mode,
-            **{name: getattr(frame.balancing, name) for name in _BALANCING},
+            **{name: getattr(frame.balancing, name) for name in BALANCING_COUNTERS},
             "delta": frame.balancing_delta,
         },
         "processes": [

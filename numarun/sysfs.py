@@ -706,19 +706,19 @@ def pci_function_of(root: Root, rel: str) -> str | None:
 
 def net_interfaces(root: Root) -> dict[str, str]:
     """Network interfaces with a PCI device: ``{"eth0": "0000:00:03.0"}``."""
-    out = {}
-    for name in sorted(root.listdir(NET_DIR)):
-        address = pci_function_of(root, f"{NET_DIR}/{name}/device")
-        if address is not None:
-            out[name] = address
-    return out
+    return _pci_functions_of(root, NET_DIR)
 
 
 def block_devices(root: Root) -> dict[str, str]:
     """Whole block devices with a PCI device: ``{"sda": "0000:01:00.0", "vda": ...}``."""
+    return _pci_functions_of(root, BLOCK_DIR)
+
+
+def _pci_functions_of(root: Root, directory: str) -> dict[str, str]:
+    """Each entry of ``directory`` whose ``device`` leads to a PCI function: name -> BDF."""
     out = {}
-    for name in sorted(root.listdir(BLOCK_DIR)):
-        address = pci_function_of(root, f"{BLOCK_DIR}/{name}/device")
+    for name in sorted(root.listdir(directory)):
+        address = pci_function_of(root, f"{directory}/{name}/device")
         if address is not None:
             out[name] = address
     return out

@@ -101,17 +101,24 @@ def parse_given(text: str, known: list[int] | None) -> dict[int, int]:
     return out
 
 
-def current(root: str = "/") -> tuple[bool | None, dict[int, int]]:
-    """The kernel's auto flag (None before 6.16) and weights; refused before Linux 6.9."""
+def _supported(root: str) -> sysfs.Root:
+    """The weights' file system; refused before Linux 6.9, ahead of anything else missing
+    (no HMAT figure, an unknown node), since nothing else can help there."""
     fs = sysfs.Root(root)
     if not sysfs.has_weighted_interleave(fs):
         raise refusals.no_weighted_interleave(sysfs.kernel_release(fs))
+    return fs
+
+
+def current(root: str = "/") -> tuple[bool | None, dict[int, int]]:
+    """The kernel's auto flag (None before 6.16) and weights; refused before Linux 6.9."""
+    fs = _supported(root)
     return sysfs.interleave_auto(fs), sysfs.interleave_weights(fs)
 
 
 def nodes(root: str = "/") -> list[int]:
-    """The nodes the kernel keeps a weight for."""
-    return sysfs.interleave_nodes(sysfs.Root(root))
+    """The nodes the kernel keeps a weight for; refused before Linux 6.9."""
+    return sysfs.interleave_nodes(_supported(root))
 
 
 def write(new: Mapping[int, int], root: str = "/") -> tuple[dict[int, int], dict[int, int]]:
@@ -163,7 +170,6 @@ def _undo(fs: sysfs.Root, written: list[int], old: Mapping[int, int], auto: bool
 def wanted(value: str, topology: Topology, root: str = "/") -> dict[int, int]:
     """The weights ``bandwidth`` or ``N=W,...`` asks for on this machine; refused before
     Linux 6.9 first, whatever else is missing (no HMAT figures, unknown nodes)."""
-    current(root)
     known = nodes(root)
     return from_bandwidth(topology, known) if value == "bandwidth" else parse_given(value, known)
 

@@ -34,24 +34,21 @@ def weights(
         raise UsageError("weights: --set and --reset both change the weights", "give one")
     auto, old = lib.current(root)
     topology = read_topology(root)
-    known = lib.nodes(root)
     if set_to is None and not reset:
         _show(topology, auto, old, as_json=as_json)
         return
     if reset:
         before, after = lib.reset(root)
     else:
-        if set_to == "bandwidth":
-            wanted = lib.from_bandwidth(topology, known)
-        elif set_to == "measured":
+        if set_to == "measured":
             if root != "/":
                 raise UsageError(
                     "weights --set measured: the probe measures this machine, not --root's",
                     "drop --root, or give the weights as N=W",
                 )
-            wanted = _measured(known)
+            wanted = _measured(lib.nodes(root))
         else:
-            wanted = lib.parse_given(set_to or "", known)
+            wanted = lib.wanted(set_to or "", topology, root)
         before, after = lib.write(wanted, root)
     if as_json:
         _json({"old": before, "new": after})
@@ -95,10 +92,7 @@ def _show(
 def _json(data: Mapping[str, object]) -> None:
     import json
 
-    def keyed(value: object) -> object:
-        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
-
-    json.dump({k: keyed(v) for k, v in data.items()}, sys.stdout, indent=1)
+    json.dump(data, sys.stdout, indent=1)  # node numbers as keys: json writes them as "0"
     sys.stdout.write("\n")
 
 
