@@ -246,6 +246,16 @@ def two_sockets_with_cxl() -> tuple[FakeMachine, Tiering]:
     return machine, tiering
 
 
+def write_two_sockets_with_cxl(path: Path, **changes: object) -> Path:
+    """:func:`two_sockets_with_cxl` written under ``path``, with ``changes`` to its
+    :class:`Tiering` (``weights=``, ``auto=``, ``access=``...); returns ``path``."""
+    machine, tiering = two_sockets_with_cxl()
+    for name, value in changes.items():
+        setattr(tiering, name, value)
+    tiering.write(machine.write(path))
+    return path
+
+
 class FakeCounters:
     """What a monitor reads that moves: meminfo, numastat, ``/proc/stat``, ``/proc/vmstat``,
     and processes' ``numa_maps`` and ``status``, written over a :class:`FakeMachine`'s tree.

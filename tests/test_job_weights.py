@@ -18,17 +18,9 @@ from numarun.errors import KernelRefusedError, SpecError
 from numarun.spec import parse_spec_text
 from numarun.topology import read_topology
 from tests.conftest import REPO
-from tests.fakesysfs import two_sockets_with_cxl
+from tests.fakesysfs import write_two_sockets_with_cxl
 
 JOB = '[[process]]\nname = "db"\ncommand = ["db"]\n'
-
-
-def _root(tmp_path: Path, **changes: object) -> Path:
-    machine, tiering = two_sockets_with_cxl()
-    for name, value in changes.items():
-        setattr(tiering, name, value)
-    tiering.write(machine.write(tmp_path))
-    return tmp_path
 
 
 def _on_disk(root: Path) -> dict[int, int]:
@@ -49,7 +41,7 @@ def test_spec_refuses_other_weights_naming_the_line(value: str) -> None:
 
 
 def test_weights_in_force_while_the_job_runs_then_restored(tmp_path: Path) -> None:
-    root = _root(tmp_path, weights={0: 1, 1: 1, 2: 1, 3: 1})
+    root = write_two_sockets_with_cxl(tmp_path, weights={0: 1, 1: 1, 2: 1, 3: 1})
     topology = read_topology(root)
     with weights.applied("bandwidth", topology, str(root)) as asked:
         assert asked == {0: 5, 1: 5, 2: 2, 3: 2}
@@ -58,7 +50,7 @@ def test_weights_in_force_while_the_job_runs_then_restored(tmp_path: Path) -> No
 
 
 def test_restored_when_the_job_fails_and_auto_comes_back(tmp_path: Path) -> None:
-    root = _root(tmp_path, weights={0: 3, 1: 3, 2: 1, 3: 1}, auto=True)
+    root = write_two_sockets_with_cxl(tmp_path, weights={0: 3, 1: 3, 2: 1, 3: 1}, auto=True)
     topology = read_topology(root)
     with pytest.raises(RuntimeError), weights.applied("0=7", topology, str(root)):
         # what the kernel does at the first weight written: auto goes off
@@ -69,7 +61,7 @@ def test_restored_when_the_job_fails_and_auto_comes_back(tmp_path: Path) -> None
 
 
 def test_refused_before_anything_starts(tmp_path: Path) -> None:
-    root = _root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     (root / sysfs.WEIGHTS_DIR / "node3").unlink()
     (root / sysfs.WEIGHTS_DIR / "node3").mkdir()  # the kernel refuses node 3
     started = []
@@ -91,7 +83,8 @@ WEIGHTED = (
 
 
 def _plan(tmp_path: Path, text: str, *, json_out: bool = False, **changes: object) -> Any:
-    root = _root(tmp_path / "root", **changes)  # fresh: tmp_path/root must not exist yet
+    # fresh: tmp_path/root must not exist yet
+    root = write_two_sockets_with_cxl(tmp_path / "root", **changes)
     (tmp_path / "job.toml").write_text(text)
     argv = ["plan", str(tmp_path / "job.toml"), "--topology", str(root)]
     done = subprocess.run(

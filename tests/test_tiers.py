@@ -18,19 +18,11 @@ from numarun.errors import TopologyError
 from numarun.render import render_drawing, render_hardware, warnings
 from numarun.topology import load_topology, read_topology, save_snapshot
 from tests.conftest import REPO
-from tests.fakesysfs import Tiering, c5n_18xlarge, two_sockets_with_cxl
-
-
-def tiered_root(tmp_path: Path, **changes: object) -> Path:
-    machine, tiering = two_sockets_with_cxl()
-    for name, value in changes.items():
-        setattr(tiering, name, value)
-    tiering.write(machine.write(tmp_path))
-    return tmp_path
+from tests.fakesysfs import Tiering, c5n_18xlarge, write_two_sockets_with_cxl
 
 
 def test_json_names_tiers_and_hmat_figures(tmp_path: Path) -> None:
-    data = read_topology(tiered_root(tmp_path)).to_dict()
+    data = read_topology(write_two_sockets_with_cxl(tmp_path)).to_dict()
     nodes = {n["id"]: n for n in data["nodes"]}
     assert [nodes[n]["tier"] for n in range(4)] == [4, 4, 35, 35]
     assert nodes[2]["access"] == {
@@ -55,7 +47,9 @@ def test_machine_without_tiering_says_null(tmp_path: Path) -> None:
 
 
 def test_auto_mode_is_read(tmp_path: Path) -> None:
-    topo = read_topology(tiered_root(tmp_path, auto=True, weights={0: 5, 1: 5, 2: 2, 3: 2}))
+    topo = read_topology(
+        write_two_sockets_with_cxl(tmp_path, auto=True, weights={0: 5, 1: 5, 2: 2, 3: 2})
+    )
     assert topo.weighted_interleave is not None
     assert topo.weighted_interleave.auto is True
     assert topo.weighted_interleave.weights == {0: 5, 1: 5, 2: 2, 3: 2}
@@ -63,7 +57,7 @@ def test_auto_mode_is_read(tmp_path: Path) -> None:
 
 
 def test_drawing_shows_tier_and_bandwidth_per_node(tmp_path: Path) -> None:
-    text = render_drawing(read_topology(tiered_root(tmp_path)))
+    text = render_drawing(read_topology(write_two_sockets_with_cxl(tmp_path)))
     boxes = text.split("╭─")[1:]
     assert "tier 4 · read 20.0 GB/s 100 ns" in boxes[0]
     assert "tier 35 · read 8.0 GB/s 250 ns, write 8.0 GB/s 300 ns from node 0" in boxes[2]
@@ -74,21 +68,23 @@ def test_drawing_shows_tier_and_bandwidth_per_node(tmp_path: Path) -> None:
 
 
 def test_warnings_name_tiering_balancing_and_equal_weights(tmp_path: Path) -> None:
-    found = warnings(read_topology(tiered_root(tmp_path)))
+    found = warnings(read_topology(write_two_sockets_with_cxl(tmp_path)))
     assert any("memory-tiering mode (2)" in w for w in found)
     assert any("weights are all equal" in w and "--set bandwidth" in w for w in found)
-    fixed = warnings(read_topology(tiered_root(tmp_path / "b", weights={0: 5, 1: 5, 2: 2, 3: 2})))
+    fixed = warnings(
+        read_topology(write_two_sockets_with_cxl(tmp_path / "b", weights={0: 5, 1: 5, 2: 2, 3: 2}))
+    )
     assert not any("weights are all equal" in w for w in fixed)
 
 
 def test_hardware_view_is_numactls_layout_still(tmp_path: Path) -> None:
-    text = render_hardware(read_topology(tiered_root(tmp_path)))
+    text = render_hardware(read_topology(write_two_sockets_with_cxl(tmp_path)))
     assert "tier" not in text and "GB/s" not in text
     assert text.startswith("available: 4 nodes (0-3)\n")
 
 
 def test_snapshot_carries_all_of_it(tmp_path: Path) -> None:
-    topo = read_topology(tiered_root(tmp_path / "root"))
+    topo = read_topology(write_two_sockets_with_cxl(tmp_path / "root"))
     save_snapshot(topo, tmp_path / "snap.json")
     again = load_topology(tmp_path / "snap.json")
     assert again.nodes == topo.nodes
@@ -97,7 +93,7 @@ def test_snapshot_carries_all_of_it(tmp_path: Path) -> None:
 
 
 def test_old_snapshot_without_the_fields_loads(tmp_path: Path) -> None:
-    data = read_topology(tiered_root(tmp_path / "root")).to_dict()
+    data = read_topology(write_two_sockets_with_cxl(tmp_path / "root")).to_dict()
     for node in data["nodes"]:
         del node["tier"], node["access"]
     del data["weighted_interleave"], data["demotion_enabled"]
@@ -107,7 +103,7 @@ def test_old_snapshot_without_the_fields_loads(tmp_path: Path) -> None:
 
 
 def test_bad_weights_in_a_snapshot_are_one_line(tmp_path: Path) -> None:
-    data = read_topology(tiered_root(tmp_path / "root")).to_dict()
+    data = read_topology(write_two_sockets_with_cxl(tmp_path / "root")).to_dict()
     data["weighted_interleave"]["weights"]["2"] = "heavy"
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(TopologyError, match=r"weighted_interleave\.weights\.2"):
@@ -125,7 +121,7 @@ def test_firmware_zeros_are_unknown_figures(tmp_path: Path) -> None:
 
 
 def test_garbage_demotion_flag_is_one_line(tmp_path: Path) -> None:
-    root = tiered_root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     (root / "sys/kernel/mm/numa/demotion_enabled").write_text("maybe\n")
     done = subprocess.run(
         [sys.executable, "-m", "numarun", "topology", "--root", str(root)],

@@ -16,17 +16,9 @@ import pytest
 from numarun import sysfs, weights
 from numarun.topology import read_topology
 from tests.conftest import REPO
-from tests.fakesysfs import c5n_18xlarge, two_sockets_with_cxl
+from tests.fakesysfs import c5n_18xlarge, write_two_sockets_with_cxl
 
 WEIGHTS = sysfs.WEIGHTS_DIR
-
-
-def _root(tmp_path: Path, **changes: object) -> Path:
-    machine, tiering = two_sockets_with_cxl()
-    for name, value in changes.items():
-        setattr(tiering, name, value)
-    tiering.write(machine.write(tmp_path))
-    return tmp_path
 
 
 def _on_disk(root: Path) -> dict[int, int]:
@@ -71,7 +63,9 @@ def test_small_ratio_keeps_every_share_close() -> None:
 
 
 def test_show_lists_weights_tiers_and_bandwidth(tmp_path: Path) -> None:
-    done = _weights("--root", str(_root(tmp_path, weights={0: 5, 1: 5, 2: 2, 3: 2})))
+    done = _weights(
+        "--root", str(write_two_sockets_with_cxl(tmp_path, weights={0: 5, 1: 5, 2: 2, 3: 2}))
+    )
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[2:]}
     assert rows["0"][:4] == ["0", "5", "35.7%", "4"] and "20.0" in rows["0"]
@@ -79,7 +73,7 @@ def test_show_lists_weights_tiers_and_bandwidth(tmp_path: Path) -> None:
 
 
 def test_set_bandwidth_writes_5_5_2_2_and_prints_old_and_new(tmp_path: Path) -> None:
-    root = _root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     done = _weights("--root", str(root), "--set", "bandwidth")
     assert done.returncode == 0, done.stderr
     assert _on_disk(root) == {0: 5, 1: 5, 2: 2, 3: 2}
@@ -89,7 +83,7 @@ def test_set_bandwidth_writes_5_5_2_2_and_prints_old_and_new(tmp_path: Path) -> 
 
 
 def test_set_given_writes_only_those(tmp_path: Path) -> None:
-    root = _root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     done = _weights("--root", str(root), "--set", "0=5,2=2", "--json")
     assert done.returncode == 0, done.stderr
     assert _on_disk(root) == {0: 5, 1: 1, 2: 2, 3: 1}
@@ -97,7 +91,7 @@ def test_set_given_writes_only_those(tmp_path: Path) -> None:
 
 
 def test_all_or_none_when_the_kernel_refuses_one(tmp_path: Path) -> None:
-    root = _root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     (root / WEIGHTS / "node3").unlink()
     (root / WEIGHTS / "node3").mkdir()  # a write there fails, after nodes 0-2 were written
     done = _weights("--root", str(root), "--set", "0=5,1=5,2=2,3=2")
@@ -107,10 +101,10 @@ def test_all_or_none_when_the_kernel_refuses_one(tmp_path: Path) -> None:
 
 
 def test_reset_goes_back_to_one_or_to_auto(tmp_path: Path) -> None:
-    root = _root(tmp_path / "a", weights={0: 5, 1: 5, 2: 2, 3: 2})
+    root = write_two_sockets_with_cxl(tmp_path / "a", weights={0: 5, 1: 5, 2: 2, 3: 2})
     assert _weights("--root", str(root), "--reset").returncode == 0
     assert _on_disk(root) == {0: 1, 1: 1, 2: 1, 3: 1}
-    auto = _root(tmp_path / "b", weights={0: 5, 1: 5, 2: 2, 3: 2}, auto=False)
+    auto = write_two_sockets_with_cxl(tmp_path / "b", weights={0: 5, 1: 5, 2: 2, 3: 2}, auto=False)
     assert _weights("--root", str(auto), "--reset").returncode == 0
     assert (auto / WEIGHTS / "auto").read_text() == "true\n"
 
@@ -126,7 +120,7 @@ def test_reset_goes_back_to_one_or_to_auto(tmp_path: Path) -> None:
     ],
 )
 def test_refusals_are_one_line(tmp_path: Path, args: list[str], code: int, words: str) -> None:
-    root = _root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     done = _weights("--root", str(root), *args)
     assert done.returncode == code and done.stderr.count("\n") == 1, done.stderr
     assert words in done.stderr and done.stderr.startswith("numarun: ")
@@ -140,14 +134,14 @@ def test_kernel_without_weighted_interleave(tmp_path: Path) -> None:
 
 
 def test_no_hmat_refuses_bandwidth_and_takes_given_weights(tmp_path: Path) -> None:
-    root = _root(tmp_path, access={})
+    root = write_two_sockets_with_cxl(tmp_path, access={})
     done = _weights("--root", str(root), "--set", "bandwidth")
     assert done.returncode == 6 and "node 0 has no HMAT bandwidth" in done.stderr
     assert _weights("--root", str(root), "--set", "0=3").returncode == 0
 
 
 def test_not_root_is_refused_and_writes_nothing(tmp_path: Path) -> None:
-    root = _root(tmp_path)
+    root = write_two_sockets_with_cxl(tmp_path)
     for path in (root / WEIGHTS).iterdir():
         path.chmod(0o444)
     prefix: tuple[str, ...] = ()
