@@ -18,10 +18,6 @@ import os
 from numarun import cpulist
 from numarun.errors import ProcessError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 PROC = "/proc"
 
 # /proc/PID/stat fields are numbered from 1 in proc(5); "processor" (the CPU the task last
@@ -90,28 +86,129 @@ def numa_maps(pid: int, proc_root: str = PROC) -> bytes:
 # whatever the size asked.
 _CHUNK = 64 << 10
 
+# The copier that reads numa_maps ahead, in another process: dd, from coreutils or busybox,
+# both of which gather whole blocks (iflag=fullblock), so that the ~4 kB the kernel hands
+# each read reach numarun 64 kB at a time: a wake-up per page costs more than the overlap
+# saves. Its stdin is numarun's own descriptor, opened (and refused) here.
+_COPIERS = ("/usr/bin/dd", "/bin/dd")
+_COPIER_ARGV = ["dd", f"bs={_CHUNK}", "iflag=fullblock", "status=none"]
+_PIPE_BYTES = 1 << 20  # the unprivileged limit (fs/pipe-max-size): ~15 ms of the kernel's text
+_SIGKILL = 9  # every Linux architecture; the signal module imports enum (ms at start-up)
 
-def numa_maps_chunks(pid: int, proc_root: str = PROC) -> Iterator[bytes]:
+
+def numa_maps_chunks(pid: int, proc_root: str = PROC, *, ahead: bool = False) -> NumaMapsReader:
     """``/proc/PID/numa_maps`` read by read, without holding the whole file.
 
-    Each chunk is what one read returned (seq_file ends each at a line's end, but nothing
-    here relies on it). Nothing for a zombie or a kernel thread.
+    Opened now: a process that is gone or not this user's is refused here. Each chunk is
+    what one read returned (seq_file ends each at a line's end, but nothing here relies on
+    it); nothing for a zombie or a kernel thread.
+
+    ``ahead``: the reading starts now, in a copier process, on another CPU when there is
+    one. For a large process most of a report's time is the kernel writing this text
+    (~40 ms of ~60 ms at 60,000 mappings), which then runs beside numarun's own start-up
+    and parsing instead of before them. Where no copier can start, or it fails before
+    reading anything, the file is read here as without ``ahead``.
     """
     try:
         fd = os.open(f"{proc_root}/{pid}/numa_maps", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
         raise _translate(pid, err) from None
+    return NumaMapsReader(pid, fd, _start_copier(fd) if ahead else None)
+
+
+def _start_copier(fd: int) -> tuple[int, int] | None:
+    """(copier's PID, read end of its pipe) copying ``fd``; None when none can start."""
+    import fcntl  # a small C module, only for the commands that read ahead
+
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
-        while True:
+        try:
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            pass  # a smaller pipe only makes the copier wait for numarun more often
+        actions = [
+            (os.POSIX_SPAWN_DUP2, fd, 0),
+            (os.POSIX_SPAWN_DUP2, write_end, 1),
+            (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
+        ]
+        for path in _COPIERS:
             try:
-                chunk = os.read(fd, _CHUNK)
-            except OSError as err:
-                raise _translate(pid, err) from None
-            if not chunk:
-                return
-            yield chunk
+                child = os.posix_spawn(path, _COPIER_ARGV, {}, file_actions=actions)
+            except OSError:
+                continue  # not there, or refused (a seccomp filter, a pids limit)
+            return child, read_end
     finally:
-        os.close(fd)
+        os.close(write_end)
+    os.close(read_end)
+    return None
+
+
+class NumaMapsReader:
+    """The chunks of one numa_maps file (:func:`numa_maps_chunks`): iterate to the end,
+    or :meth:`close` it, which also ends its copier."""
+
+    def __init__(self, pid: int, fd: int, copier: tuple[int, int] | None) -> None:
+        self._pid = pid
+        self._fd = fd
+        self._copier, self._pipe = copier if copier is not None else (0, -1)
+        self._got = False  # whether a chunk has been handed out
+
+    def __iter__(self) -> NumaMapsReader:
+        return self
+
+    def __next__(self) -> bytes:
+        source = self._pipe if self._copier else self._fd
+        if source < 0:
+            raise StopIteration
+        try:
+            chunk = os.read(source, _PIPE_BYTES if self._copier else _CHUNK)
+        except OSError as err:
+            self.close()
+            raise _translate(self._pid, err) from None
+        if chunk:
+            self._got = True
+            return chunk
+        if self._copier and not self._copier_finished():
+            return next(self)  # read here what the copier could not
+        self.close()
+        raise StopIteration
+
+    def _copier_finished(self) -> bool:
+        """Whether the copier copied it all; False when this process can read it instead
+        (the copier failed before reading: a dd without iflag=fullblock, say)."""
+        status = os.waitpid(self._copier, 0)[1]
+        self._copier = 0
+        os.close(self._pipe)
+        self._pipe = -1
+        if status == 0:
+            return True
+        if not self._got and os.lseek(self._fd, 0, os.SEEK_CUR) == 0:
+            return False
+        self.close()
+        raise ProcessError(
+            f"reading /proc/{self._pid}/numa_maps was cut short: its copier (dd) {_ended(status)}",
+            "run the command again",
+        )
+
+    def close(self) -> None:
+        """Stop reading: the descriptors closed, the copier (if any) killed and reaped."""
+        if self._copier:
+            try:
+                os.kill(self._copier, _SIGKILL)
+            except OSError:
+                pass  # it has exited; waitpid reaps it
+            os.waitpid(self._copier, 0)
+            self._copier = 0
+        for fd in (self._pipe, self._fd):
+            if fd >= 0:
+                os.close(fd)
+        self._pipe = self._fd = -1
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
 def status(pid: int, proc_root: str = PROC) -> dict[str, str]:

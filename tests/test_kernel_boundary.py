@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from numarun import mempolicy, procfs, sysfs
+from numarun.errors import ProcessError
 from tests.conftest import REPO
 
 BOUNDARY = {"numarun/procfs.py", "numarun/sysfs.py"}
@@ -154,3 +156,101 @@ def test_find_digits_are_ascii(pattern: str) -> None:
     from numarun import processes
 
     assert processes.matching(pattern) != [3]
+
+
+# -- numa_maps read ahead, by a copier beside numarun ------------------------------------------
+
+MANY_MAPPINGS = """
+import ctypes, mmap, sys
+page = mmap.PAGESIZE
+n = 4000
+buf = mmap.mmap(-1, n * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None)
+for i in range(n):
+    buf[i * page] = 1
+for i in range(0, n, 2):  # every other page read-only: one mapping a page
+    libc.mprotect(ctypes.c_void_p(base + i * page), page, mmap.PROT_READ)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture(scope="module")
+def large_process() -> Iterator[int]:
+    """A process whose numa_maps spans hundreds of the kernel's 4 kB reads."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MANY_MAPPINGS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _addresses(numa_maps: bytes) -> list[bytes]:
+    # Every mapping, in order; the counters after it (active=) change from read to read.
+    return [line.partition(b" ")[0] for line in numa_maps.splitlines()]
+
+
+def _children() -> list[str]:
+    """The commands of this process's children, zombies included."""
+    import psutil
+
+    return [child.name() for child in psutil.Process().children()]
+
+
+def test_read_ahead_gives_the_file_as_read_here(large_process: int) -> None:
+    before = _children()
+    here = b"".join(procfs.numa_maps_chunks(large_process))
+    reader = procfs.numa_maps_chunks(large_process, ahead=True)
+    assert "dd" in _children()  # already copying, before the first chunk is asked for
+    ahead = b"".join(reader)
+    assert here.count(b"\n") > 4000 and _addresses(ahead) == _addresses(here)
+    assert _children() == before  # the copier is reaped, not left a zombie
+
+
+@pytest.mark.parametrize(
+    ("copiers", "why"),
+    [
+        (("/nonexistent/dd",), "no dd on this machine"),
+        (("/bin/false",), "a dd that refuses its options (exits before reading)"),
+    ],
+)
+def test_read_ahead_falls_back_to_reading_here(
+    large_process: int, monkeypatch: pytest.MonkeyPatch, copiers: tuple[str, ...], why: str
+) -> None:
+    here = b"".join(procfs.numa_maps_chunks(large_process))
+    monkeypatch.setattr(procfs, "_COPIERS", copiers)
+    ahead = b"".join(procfs.numa_maps_chunks(large_process, ahead=True))
+    assert _addresses(ahead) == _addresses(here), why
+
+
+def test_a_copier_killed_mid_file_is_one_refusal(
+    large_process: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Half a file would be judged as if it were the process: refuse instead.
+    monkeypatch.setattr(procfs, "_COPIERS", ("/bin/sh",))
+    monkeypatch.setattr(procfs, "_COPIER_ARGV", ["sh", "-c", "head -c 5000; kill -9 $$"])
+    with pytest.raises(ProcessError) as refused:
+        b"".join(procfs.numa_maps_chunks(large_process, ahead=True))
+    assert refused.value.message.startswith(
+        f"reading /proc/{large_process}/numa_maps was cut short: its copier (dd) was killed "
+        "by signal 9 — "
+    )
+    assert refused.value.exit_code == 9
+
+
+def test_closing_early_ends_the_copier(large_process: int) -> None:
+    before = _children()
+    fds = len(os.listdir("/proc/self/fd"))
+    reader = procfs.numa_maps_chunks(large_process, ahead=True)
+    assert next(reader)
+    reader.close()
+    reader.close()  # twice is harmless
+    assert _children() == before
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert list(reader) == []

@@ -130,7 +130,10 @@ def test_other_users_process_is_one_line_exit_9() -> None:
 
 
 def test_check_fails_with_exit_10(
-    child: tuple[int, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    child: tuple[int, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     # One node cannot misplace anything, so feed the command a numa_maps of a bound process
     # with pages off its node.
@@ -139,7 +142,13 @@ def test_check_fails_with_exit_10(
 
     pid, _ = child
     text = b"7f00 bind:1 anon=300 dirty=300 N0=100 N1=200 kernelpagesize_kB=4\n"
-    monkeypatch.setattr(procfs, "numa_maps_chunks", lambda pid, proc_root="/proc": iter([text]))
+    fake = tmp_path / "numa_maps"
+    fake.write_bytes(text)
+
+    def numa_maps_chunks(pid: int, proc_root: str = "/proc", ahead: bool = False) -> object:
+        return procfs.NumaMapsReader(pid, os.open(fake, os.O_RDONLY), None)
+
+    monkeypatch.setattr(procfs, "numa_maps_chunks", numa_maps_chunks)
     assert numamaps.summarize(text).total_bytes == 300 * 4096
     assert main(["placement", str(pid), "--check"]) == 10
     out, err = capsys.readouterr()
@@ -217,3 +226,19 @@ def test_thread_cpus_and_allowed_sets() -> None:
     cpus, mems = procfs.allowed(os.getpid())
     assert cpus == frozenset(os.sched_getaffinity(0))
     assert 0 in mems
+
+
+def test_a_refusal_after_the_read_ahead_leaves_no_copier(
+    child: tuple[int, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # numa_maps is being copied (dd) from before the topology is read; a topology that
+    # cannot be read is refused with the copier gone, not left blocked on its pipe.
+    import psutil
+
+    from numarun.__main__ import main
+
+    pid, _ = child
+    before = [c.pid for c in psutil.Process().children()]
+    assert main(["placement", str(pid), "--root", "/nonexistent"]) == 8
+    assert capsys.readouterr().err.startswith("numarun: no CPUs under /nonexistent/sys")
+    assert [c.pid for c in psutil.Process().children()] == before

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from numarun.numastat import NodeMemory
     from numarun.options import Parsed
+    from numarun.procfs import NumaMapsReader
     from numarun.report import ProcessReport
     from numarun.topology import Topology
 
@@ -115,14 +116,24 @@ def resolve(targets: Iterable[str]) -> list[int]:
     return found
 
 
-def collect(pid: int, topology: Topology, memory: dict[int, NodeMemory]) -> ProcessReport:
-    """Read one process and judge it."""
+def collect(
+    pid: int,
+    topology: Topology,
+    memory: dict[int, NodeMemory],
+    numa_maps: NumaMapsReader | None = None,
+) -> ProcessReport:
+    """Read one process and judge it; ``numa_maps``: its file, already being read ahead."""
     from numarun import numamaps, procfs, report
 
-    cpus, mems = procfs.allowed(pid)
-    name = procfs.name(pid)
-    # Counted read by read: holding the whole file costs more page faults than the parse.
-    summary = numamaps.summarize_chunks(procfs.numa_maps_chunks(pid))
+    if numa_maps is None:
+        numa_maps = procfs.numa_maps_chunks(pid, ahead=True)
+    try:
+        cpus, mems = procfs.allowed(pid)
+        name = procfs.name(pid)
+        # Counted read by read: holding the whole file costs more page faults than the parse.
+        summary = numamaps.summarize_chunks(numa_maps)
+    finally:
+        numa_maps.close()  # at its end already, unless a read above refused
     if not summary.mappings and not procfs.exists(pid):
         raise ProcessError(f"process {pid} exited while being read", "check the PID")
     threads = procfs.thread_cpus(pid)
@@ -169,53 +180,96 @@ def placement(
     if watch is not None and watch <= 0:
         raise UsageError("--watch needs a positive number of seconds", "e.g. --watch 2")
     pids = resolve(targets)
-    topology = read_topology(root)
-    while True:
-        memory = numastat.machine(root)
-        reports, exited = _gather(pids, topology, memory, check=check)
-        if as_json:
-            from numarun import jsontext  # json itself imports re and enum: ms per run
+    first = _read_ahead(pids)  # the kernel writes it while the topology is read
+    try:
+        topology = read_topology(root)
+        while True:
+            memory = numastat.machine(root)
+            reports, exited = _gather(pids, topology, memory, first, check=check)
+            first = None
+            _write(reports, sorted(memory), as_json=as_json, watch=watch, write=write)
+            if check:
+                _judge(reports, exited)
+            if watch is None:
+                return 0
+            if out is None:
+                sys.stdout.flush()  # a pipe reader (watch | tee) sees each round as it comes
+            time.sleep(watch)
+            first = _read_ahead(pids)
+    finally:
+        if first is not None:
+            first.close()
 
-            data = {"time": round(time.time(), 3), "processes": [_json(r) for r in reports]}
-            write(jsontext.dumps(data, indent=None if watch else 1) + "\n")
-        else:
-            write("\n".join(render(r, sorted(memory)) for r in reports))
-        if check:
-            _judge(reports, exited)
-        if watch is None:
-            return 0
-        if out is None:
-            sys.stdout.flush()  # a pipe reader (watch | tee) sees each round as it comes
-        time.sleep(watch)
+
+def _read_ahead(pids: list[int]) -> NumaMapsReader | None:
+    """The first process's numa_maps, being read from now; None when it cannot be opened
+    (collect opens it again and refuses it in its place)."""
+    from numarun import procfs
+
+    if not pids:
+        return None
+    try:
+        return procfs.numa_maps_chunks(pids[0], ahead=True)
+    except ProcessError:
+        return None
+
+
+def _write(
+    reports: list[ProcessReport],
+    memory_nodes: list[int],
+    *,
+    as_json: bool,
+    watch: float | None,
+    write: Callable[[str], object],
+) -> None:
+    """One round's reports, as JSON (a line a round under ``--watch``) or as text."""
+    if as_json:
+        from numarun import jsontext  # json itself imports re and enum: ms per run
+
+        data = {"time": round(time.time(), 3), "processes": [_json(r) for r in reports]}
+        write(jsontext.dumps(data, indent=None if watch else 1) + "\n")
+    else:
+        write("\n".join(render(r, memory_nodes) for r in reports))
 
 
 def _gather(
-    pids: list[int], topology: Topology, memory: dict[int, NodeMemory], *, check: bool
+    pids: list[int],
+    topology: Topology,
+    memory: dict[int, NodeMemory],
+    first: NumaMapsReader | None,
+    *,
+    check: bool,
 ) -> tuple[list[ProcessReport], list[str]]:
     """Reports for the live processes; with ``check``, why each of the others failed.
 
     Without ``check`` a process that is gone is refused (exit 9) as before. With it, a
     process that is gone or a zombie fails the check (exit 10): a health check that
-    passes for a dead service is worse than none.
+    passes for a dead service is worse than none. ``first``: the first PID's numa_maps,
+    already being read; closed here whatever happens.
     """
     from numarun import processes
 
     reports: list[ProcessReport] = []
     exited: list[str] = []
-    for pid in pids:
-        why = processes.exited(pid) if check else None
-        if why is None:
-            try:
-                reports.append(collect(pid, topology, memory))
-                continue
-            except ProcessError:  # gone while being read; anything else stays a refusal
-                if not check or (why := processes.exited(pid)) is None:
-                    raise
-        exited.append(
-            f"PID {pid} is gone (it exited, or never ran)"
-            if why == "gone"
-            else f"PID {pid} is a zombie (it exited and its parent has not reaped it)"
-        )
+    try:
+        for index, pid in enumerate(pids):
+            why = processes.exited(pid) if check else None
+            if why is None:
+                try:
+                    ahead = first if index == 0 else None
+                    reports.append(collect(pid, topology, memory, ahead))
+                    continue
+                except ProcessError:  # gone while being read; anything else stays a refusal
+                    if not check or (why := processes.exited(pid)) is None:
+                        raise
+            exited.append(
+                f"PID {pid} is gone (it exited, or never ran)"
+                if why == "gone"
+                else f"PID {pid} is a zombie (it exited and its parent has not reaped it)"
+            )
+    finally:
+        if first is not None:
+            first.close()
     return reports, exited
 
 
