@@ -91,6 +91,16 @@ def _cwd(worker: WorkerSpec, where: str) -> NumarunError | None:
 
 
 def _command(worker: WorkerSpec, where: str) -> NumarunError | None:
+    try:
+        command_path(worker)
+    except NumarunError as err:
+        return type(err)(f"{where}: {err.problem}", err.fix)
+    return None
+
+
+def command_path(worker: WorkerSpec) -> str:
+    """Where the exec of ``worker`` will find its program: on its own ``PATH``, after its
+    chdir. Raises :func:`~numarun.executable.find_executable`'s refusals (127, 126)."""
     name = worker.argv[0] if worker.argv else ""
     env = worker.env if worker.env is not None else os.environ
     path = env.get("PATH", os.defpath)
@@ -103,11 +113,7 @@ def _command(worker: WorkerSpec, where: str) -> NumarunError | None:
         path = os.pathsep.join(
             d if os.path.isabs(d) else os.path.join(cwd, d or ".") for d in path.split(os.pathsep)
         )
-    try:
-        find_executable(name, path)
-    except NumarunError as err:
-        return type(err)(f"{where}: {err.problem}", err.fix)
-    return None
+    return find_executable(name, path)
 
 
 def _stdin(worker: WorkerSpec, where: str) -> NumarunError | None:

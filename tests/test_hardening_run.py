@@ -176,6 +176,56 @@ def test_a_job_ends_with_its_cgroup_removed(tmp_path: Path) -> None:
     assert not Path(data["supervisor"]["cgroup"]).exists()
 
 
+# What the worker itself sees, from its first instruction: its PDEATHSIG and its cgroup.
+SEES_ITS_CONTAINMENT = (
+    "import ctypes; got = ctypes.c_int(); "
+    "ctypes.CDLL(None).prctl(2, ctypes.byref(got), 0, 0, 0); "  # PR_GET_PDEATHSIG
+    "cgroup = [l for l in open('/proc/self/cgroup') if l.startswith('0::')]; "
+    "print(got.value, cgroup[0][3:].strip() if cgroup else '-')"
+)
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["exec'd through setpriv", "no setpriv"])
+def test_a_worker_starts_with_pdeathsig_and_in_the_job_cgroup(
+    monkeypatch: pytest.MonkeyPatch, setpriv: bool
+) -> None:
+    # With setpriv the worker starts by vfork and the supervisor enters the job's cgroup for
+    # the spawn; without it, Python between fork and exec does both. Either way the worker
+    # has both from its first instruction, and the supervisor ends where it began.
+    from numarun.supervisor import (
+        JobSpec,
+        QuietPrinter,
+        Supervision,
+        Supervisor,
+        WorkerSpec,
+        contain,
+    )
+
+    if not setpriv:
+        monkeypatch.setattr(contain, "_SETPRIV", ("/nonexistent/setpriv",))
+    monkeypatch.setattr(contain, "_pdeathsig_prefix", [])
+    cgroup = _may_create_cgroup()
+    before = _cgroup_of(os.getpid())
+    spec = WorkerSpec(
+        "sees", 0, (sys.executable, "-c", SEES_ITS_CONTAINMENT), supervision=Supervision()
+    )
+    sup = Supervisor(
+        JobSpec("contain", (spec,)),
+        printer=QuietPrinter(),
+        state_dir=False,
+        guardian=False,
+        output_events=True,
+        cgroup=cgroup,
+    )
+    said = [e.message for e in sup.events() if e.kind == "output"]
+    assert (contain.pdeathsig_prefix() is not None) == setpriv
+    pdeathsig, where = said[0].split()
+    assert pdeathsig == str(int(signal.SIGKILL))
+    if cgroup:
+        assert where.endswith(f"/numarun-contain-{os.getpid()}"), where
+    assert _cgroup_of(os.getpid()) == before
+
+
 # -- exit codes and messages -------------------------------------------------------------
 
 
@@ -263,3 +313,30 @@ def test_the_man_pages_name_no_retired_key() -> None:
         text = (REPO / "man" / page).read_text()
         for bad in ("crash_limit", "crash_window"):
             assert bad not in text, f"{page} names {bad}, which is not a key"
+
+
+def test_a_supervisor_the_kernel_keeps_in_the_job_cgroup_does_not_kill_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Moving back out can be refused (EBUSY, a controller enabled meanwhile): the job must
+    # still end by process group, not by cgroup.kill of the cgroup the supervisor is in.
+    from numarun.supervisor import JobSpec, QuietPrinter, Supervision, Supervisor, WorkerSpec
+    from numarun.supervisor.contain import JobCgroup, own_cgroup_dir, pdeathsig_prefix
+
+    if not _may_create_cgroup() or pdeathsig_prefix() is None:
+        pytest.skip("the supervisor enters a job cgroup only with cgroup v2 and setpriv")
+    home = _cgroup_of(os.getpid())
+    monkeypatch.setattr(JobCgroup, "leave", lambda self: False)
+    spec = WorkerSpec("w", 0, ("sleep", "0.2"), supervision=Supervision(restart="never"))
+    sup = Supervisor(
+        JobSpec("stuck", (spec,)), printer=QuietPrinter(), state_dir=False, guardian=False
+    )
+    try:
+        kinds = [e.kind for e in sup.events() if e.kind in ("spawned", "exited")]
+        assert _cgroup_of(os.getpid()).endswith(f"/numarun-stuck-{os.getpid()}")  # and alive
+        assert kinds == ["spawned", "exited"]
+    finally:
+        job_dir = own_cgroup_dir()
+        if job_dir is not None and _cgroup_of(os.getpid()) != home:
+            Path(os.path.dirname(job_dir), "cgroup.procs").write_text("0")  # back home
+            os.rmdir(job_dir)

@@ -7,14 +7,18 @@ Two lines of defence, for two ways of dying:
 * **The supervisor and the guardian are killed together** (``kill -9`` of both, a
   supervisor's whole cgroup OOM-killed): nothing of numarun is left to act, so the kernel
   must. Each worker is started with ``PR_SET_PDEATHSIG`` = SIGKILL: it dies with the
-  supervisor's thread that started it.
+  supervisor's thread that started it. util-linux's ``setpriv --pdeathsig`` sets it where
+  there is one (:func:`pdeathsig_prefix`), :func:`child_setup` where there is not.
 
 Where numarun may create a cgroup (cgroup v2 mounted, and numarun's own cgroup writable:
 root, or a subtree delegated to the user), each job also runs in a cgroup of its own,
-``<numarun's cgroup>/numarun-JOB-PID``, which every worker joins before its first
-instruction. The supervisor ends the job with ``cgroup.kill``, and so does the guardian:
-that reaches every process of the job, also those that left their worker's process group
-(``setsid``, a daemon's double fork), which ``killpg`` cannot. As it lies under numarun's
+``<numarun's cgroup>/numarun-JOB-PID``, in which every worker is born: the supervisor
+enters it for each batch of starts and returns to its own cgroup after
+(:class:`JobCgroup`), or, where the worker is not exec'd through setpriv, the worker joins
+it between fork and exec (:func:`child_setup`). The supervisor ends the job with
+``cgroup.kill``, and so does the guardian: that reaches every process of the job, also
+those that left their worker's process group (``setsid``, a daemon's double fork), which
+``killpg`` cannot. As it lies under numarun's
 own cgroup, a service manager that kills numarun's cgroup (systemd on stop, systemd-oomd,
 ``memory.oom.group``) kills the job's with it. ``NUMARUN_CGROUP=0`` turns the cgroup off
 (the process-group and PDEATHSIG defences remain).
@@ -48,11 +52,45 @@ PR_SET_PDEATHSIG = 1
 class JobCgroup:
     """A job's own cgroup v2 directory, and the descriptor its workers join it through."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, home: str | None = None) -> None:
         self.path = path
         # Opened here so that the child, between fork and exec, only writes "0" (itself)
         # to a descriptor it already has: no path lookup, no allocation to speak of.
         self.procs_fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        # numarun's own cgroup, where the supervisor returns after a batch (leave).
+        self.home_fd = (
+            os.open(os.path.join(home, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            if home is not None
+            else -1
+        )
+
+        # Whether this process is inside (between enter and leave): the job's cgroup is
+        # then not killed from here, which would kill the supervisor with its workers.
+        self.inside = False
+
+    def enter(self) -> bool:
+        """Move this process into the job's cgroup, so that what it spawns starts there (a
+        child is born in its parent's cgroup); False when the kernel refuses, or when
+        there would be no way back."""
+        if self.home_fd < 0:
+            return False
+        try:
+            os.write(self.procs_fd, b"0")
+        except OSError:
+            return False
+        self.inside = True
+        return True
+
+    def leave(self) -> bool:
+        """Move this process back to numarun's own cgroup; False when the kernel refuses
+        (a controller enabled under numarun's cgroup meanwhile: EBUSY), which leaves it
+        inside for good."""
+        try:
+            os.write(self.home_fd, b"0")
+        except OSError:
+            return False
+        self.inside = False
+        return True
 
     @classmethod
     def create(cls, job: str) -> JobCgroup | None:
@@ -72,21 +110,25 @@ class JobCgroup:
             os.rmdir(path)
             return None
         try:
-            return cls(path)
+            return cls(path, home)
         except OSError:
             os.rmdir(path)
             return None
 
     def kill(self) -> None:
-        """SIGKILL every process in the cgroup, whichever process group it is in."""
-        kill_cgroup(self.path)
+        """SIGKILL every process in the cgroup, whichever process group it is in (not
+        while this process is inside: its process groups still reach the workers)."""
+        if not self.inside:
+            kill_cgroup(self.path)
 
     def close(self, wait: float = 2.0) -> None:
         """Kill what is left, wait up to ``wait`` seconds for it to go, remove the cgroup."""
-        if self.procs_fd >= 0:
-            os.close(self.procs_fd)
-            self.procs_fd = -1
-        remove_cgroup(self.path, wait)
+        for fd in (self.procs_fd, self.home_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.procs_fd = self.home_fd = -1
+        if not self.inside:  # else it cannot be removed, nor killed from here
+            remove_cgroup(self.path, wait)
 
 
 def kill_cgroup(path: str) -> None:
@@ -152,6 +194,44 @@ def own_cgroup_dir() -> str | None:
         if fstype == "cgroup2":
             return os.path.join(point, own.lstrip("/")).rstrip("/")
     return None
+
+
+# util-linux's setpriv sets PR_SET_PDEATHSIG (--pdeathsig, since 2.33) and execs the
+# worker: with it the worker starts by vfork, with no Python between fork and exec, ~4x
+# cheaper a spawn than a fork of the supervisor (bench/supervisor_bench.py).
+_SETPRIV = ("/usr/bin/setpriv", "/bin/setpriv")
+_pdeathsig_prefix: list[tuple[str, ...] | None] = []
+
+
+def pdeathsig_prefix() -> tuple[str, ...] | None:
+    """The words that start a worker with PDEATHSIG = SIGKILL set by ``setpriv``, or None
+    where there is no setpriv that knows ``--pdeathsig`` (run once to see, then kept).
+
+    Unlike :func:`child_setup`, setpriv cannot see whether the supervisor died between the
+    fork and its prctl (a window of well under a millisecond); the guardian covers the
+    supervisor dying alone, as it does either way.
+    """
+    if not _pdeathsig_prefix:
+        import subprocess
+
+        found: tuple[str, ...] | None = None
+        for path in _SETPRIV:
+            words = (path, "--pdeathsig", "KILL", "--")
+            try:
+                done = subprocess.run(
+                    [*words, path, "--version"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            except OSError:
+                continue
+            if done.returncode == 0:
+                found = words
+                break
+        _pdeathsig_prefix.append(found)
+    return _pdeathsig_prefix[0]
 
 
 def child_setup(procs_fd: int | None, *, pdeathsig: bool = True) -> Callable[[], None]:
