@@ -106,8 +106,8 @@ def numa_maps_chunks(pid: int, proc_root: str = PROC, *, ahead: bool = False) ->
     ``ahead``: the reading starts now, in a copier process, on another CPU when there is
     one. For a large process most of a report's time is the kernel writing this text
     (40-75 ms of 60-100 ms at 60,000 mappings, by machine), which then runs beside
-    numarun's own start-up and parsing instead of before them. Where no copier can start, or it fails before
-    reading anything, the file is read here as without ``ahead``.
+    numarun's own start-up and parsing instead of before them. Where no copier can start,
+    or it fails before reading anything, the file is read here as without ``ahead``.
     """
     try:
         fd = os.open(f"{proc_root}/{pid}/numa_maps", os.O_RDONLY | os.O_CLOEXEC)

@@ -63,7 +63,6 @@ class JobCgroup:
             if home is not None
             else -1
         )
-
         # Whether this process is inside (between enter and leave): the job's cgroup is
         # then not killed from here, which would kill the supervisor with its workers.
         self.inside = False
@@ -72,11 +71,7 @@ class JobCgroup:
         """Move this process into the job's cgroup, so that what it spawns starts there (a
         child is born in its parent's cgroup); False when the kernel refuses, or when
         there would be no way back."""
-        if self.home_fd < 0:
-            return False
-        try:
-            os.write(self.procs_fd, b"0")
-        except OSError:
+        if self.home_fd < 0 or not _move_here(self.procs_fd):
             return False
         self.inside = True
         return True
@@ -85,9 +80,7 @@ class JobCgroup:
         """Move this process back to numarun's own cgroup; False when the kernel refuses
         (a controller enabled under numarun's cgroup meanwhile: EBUSY), which leaves it
         inside for good."""
-        try:
-            os.write(self.home_fd, b"0")
-        except OSError:
+        if not _move_here(self.home_fd):
             return False
         self.inside = False
         return True
@@ -129,6 +122,15 @@ class JobCgroup:
         self.procs_fd = self.home_fd = -1
         if not self.inside:  # else it cannot be removed, nor killed from here
             remove_cgroup(self.path, wait)
+
+
+def _move_here(procs_fd: int) -> bool:
+    """Move this whole process into the cgroup whose ``cgroup.procs`` is ``procs_fd``."""
+    try:
+        os.write(procs_fd, b"0")
+    except OSError:
+        return False
+    return True
 
 
 def kill_cgroup(path: str) -> None:
