@@ -176,7 +176,7 @@ class NumaMapsReader:
     def _copier_finished(self) -> bool:
         """Whether the copier copied it all; False when this process can read it instead
         (the copier failed before reading: a dd without iflag=fullblock, say)."""
-        status = os.waitpid(self._copier, 0)[1]
+        status = _reap(self._copier)
         self._copier = 0
         os.close(self._pipe)
         self._pipe = -1
@@ -197,12 +197,21 @@ class NumaMapsReader:
                 os.kill(self._copier, _SIGKILL)
             except OSError:
                 pass  # it has exited; waitpid reaps it
-            os.waitpid(self._copier, 0)
+            _reap(self._copier)
             self._copier = 0
         for fd in (self._pipe, self._fd):
             if fd >= 0:
                 os.close(fd)
         self._pipe = self._fd = -1
+
+
+def _reap(pid: int) -> int:
+    """The copier's wait status; 0 when someone else reaped it (a library caller's SIGCHLD
+    handler): what it wrote has been read to its end either way."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return 0
 
 
 def _ended(status: int) -> str:

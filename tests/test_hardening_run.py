@@ -77,9 +77,11 @@ class Run:
         raise AssertionError("the job's workers did not start")
 
     def kill_numarun(self, data: dict[str, Any]) -> None:
-        """SIGKILL the supervisor's process group and the guardian's, together."""
+        """SIGKILL the supervisor's process group and the guardian's, together: the
+        guardian first, which, woken by the supervisor's death, could otherwise still end
+        the job before its own SIGKILL lands."""
         sup = data["supervisor"]
-        for pid in (sup["pid"], sup["guardian"]):
+        for pid in (sup["guardian"], sup["pid"]):
             try:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             except ProcessLookupError:
@@ -150,6 +152,11 @@ def test_what_a_killed_job_left_in_its_cgroup_is_ended_by_the_next_run(tmp_path:
     first = Run(tmp_path, FAMILY, cgroup=True)
     data = first.running(1)
     where = data["supervisor"]["cgroup"]
+    # "Running" is the spawn; the worker's shell starts its child a moment later.
+    deadline = time.monotonic() + 10
+    while len(Path(where, "cgroup.procs").read_text().split()) < 2:
+        assert time.monotonic() < deadline, "the worker did not start its child"
+        time.sleep(0.01)
     first.kill_numarun(data)
     left = [int(p) for p in Path(where, "cgroup.procs").read_text().split()]
     grandchildren = [p for p in left if alive(p)]

@@ -226,13 +226,15 @@ class Supervisor:
                 cgroup=self._cgroup.path if self._cgroup is not None else None,
             )
         try:
-            for worker in _start_order(self.workers):
-                self._spawn(worker, initial=True)
+            try:
+                for worker in _start_order(self.workers):
+                    self._spawn(worker, initial=True)
+            finally:
+                # First: out of the job's cgroup before an abort kills what is in it.
+                self._placement.restore()
         except BaseException:
             self._abort()
             raise
-        finally:
-            self._placement.restore()
         self._flush_state()
 
     def events(self) -> Iterator[Event]:
