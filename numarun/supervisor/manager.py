@@ -138,7 +138,9 @@ class Supervisor:
     :mod:`~numarun.supervisor.keeper`).
 
     One supervisor, one thread: call every method from the thread that called ``start``
-    (that thread's placement is what workers inherit while they are started).
+    (that thread's placement is what workers inherit while they are started). With a job
+    cgroup, the whole calling process is in it while workers start, and back in its own
+    cgroup after (:meth:`~numarun.supervisor.process.ThreadPlacement.apply`).
     """
 
     def __init__(
