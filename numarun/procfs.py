@@ -151,7 +151,6 @@ class NumaMapsReader:
         self._pid = pid
         self._fd = fd
         self._copier, self._pipe = copier if copier is not None else (0, -1)
-        self._got = False  # whether a chunk has been handed out
 
     def __iter__(self) -> NumaMapsReader:
         return self
@@ -166,7 +165,6 @@ class NumaMapsReader:
             self.close()
             raise _translate(self._pid, err) from None
         if chunk:
-            self._got = True
             return chunk
         if self._copier and not self._copier_finished():
             return next(self)  # read here what the copier could not
@@ -182,7 +180,7 @@ class NumaMapsReader:
         self._pipe = -1
         if status == 0:
             return True
-        if not self._got and os.lseek(self._fd, 0, os.SEEK_CUR) == 0:
+        if os.lseek(self._fd, 0, os.SEEK_CUR) == 0:  # it read nothing, so wrote nothing
             return False
         self.close()
         raise ProcessError(

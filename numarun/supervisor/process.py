@@ -131,10 +131,6 @@ class ProcessLauncher:
         self.pdeathsig = pdeathsig
         self.cgroup: JobCgroup | None = None
         self._setup: Callable[[], None] | None = None
-        # The words a worker is exec'd through (setpriv), () for none; None until the
-        # first spawn asks, and for good where no setpriv can set PDEATHSIG.
-        self._prefix: tuple[str, ...] | None = None
-        self._asked = False
 
     def contain(self, cgroup: JobCgroup | None) -> None:
         """Start every later worker inside ``cgroup`` (None: in the supervisor's own)."""
@@ -150,12 +146,11 @@ class ProcessLauncher:
         return self.cgroup if self._exec_prefix() is not None else None
 
     def _exec_prefix(self) -> tuple[str, ...] | None:
-        if not self._asked:
-            from numarun.supervisor.contain import pdeathsig_prefix
+        """The words a worker is exec'd through (setpriv), () for none wanted; None where
+        no setpriv can set PDEATHSIG (contain.pdeathsig_prefix asks once per process)."""
+        from numarun.supervisor.contain import pdeathsig_prefix
 
-            self._prefix = pdeathsig_prefix() if self.pdeathsig else ()
-            self._asked = True
-        return self._prefix
+        return pdeathsig_prefix() if self.pdeathsig else ()
 
     def spawn(self, worker: WorkerSpec, placer: Placer, now: float, wall: float) -> Instance:
         prefix = self._exec_prefix()
